@@ -1,0 +1,1 @@
+"""The pure core: no git, no database, no clock, no network, no environment reads."""

@@ -1,0 +1,149 @@
+"""Task (run once) and TaskSchedule (cron), plus Orloj's TaskWebhook and Worker kinds."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator, Field, JsonValue, field_validator, model_validator
+
+from orlojd.core.cron import CronError, validate_cron
+from orlojd.core.durations import Duration
+from orlojd.core.manifests.agents import Jitter, RetryPolicy
+from orlojd.core.manifests.base import OrlojModel, RefName, ResourceKind, inert
+
+# Orloj's priority is free text; these words map onto orlojd's 1 (first) .. 5 (last).
+PRIORITY_WORDS = {"critical": 1, "urgent": 1, "high": 2, "normal": 3, "medium": 3, "low": 4, "background": 5}
+
+
+class MessageRetry(OrlojModel):
+    max_attempts: Annotated[int, Field(ge=1)] | None = None
+    backoff: Duration | None = None
+    max_backoff: Duration = "24h"
+    jitter: Jitter = Jitter.FULL
+    non_retryable: list[str] = Field(default_factory=list)
+
+
+class TaskRequirements(OrlojModel):
+    region: str | None = None
+    gpu: bool = False
+    model: str | None = None
+
+
+class TaskSpec(OrlojModel):
+    """One unit of work for an agent or an AgentSystem. ``mode: template`` never runs by itself."""
+
+    agent: RefName | None = None
+    system: RefName | None = None
+    mode: Literal["run", "template"] = "run"
+    input: dict[str, JsonValue] = Field(default_factory=dict)
+    priority: Annotated[int, Field(ge=1, le=5)] = 3
+    max_turns: Annotated[int, Field(ge=0)] = 0
+    retry: RetryPolicy | None = Field(default=None, description="Overrides the agent's retry policy")
+    deadline: Duration | None = Field(default=None, description="Whole-task deadline across attempts")
+    message_retry: MessageRetry | None = inert("Orloj per-message retry; kept, not used yet", default=None)
+    requirements: TaskRequirements = Field(default_factory=TaskRequirements)
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _priority_word(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip().isdigit():
+            word = value.strip().lower()
+            if word not in PRIORITY_WORDS:
+                raise ValueError(f"unknown priority {value!r}; use 1-5 or one of {', '.join(PRIORITY_WORDS)}")
+            return PRIORITY_WORDS[word]
+        return value
+
+    @model_validator(mode="after")
+    def _one_target(self) -> TaskSpec:
+        if (self.agent is None) == (self.system is None):
+            raise ValueError("a task names exactly one of 'agent' or 'system'")
+        return self
+
+
+class Task(ResourceKind):
+    kind: Literal["Task"] = "Task"
+    spec: TaskSpec
+
+
+def _cron(value: str) -> str:
+    try:
+        return validate_cron(value)
+    except CronError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Europe/Prague") from None
+    return value
+
+
+class TaskScheduleSpec(OrlojModel):
+    task_ref: RefName = Field(description="A Task with mode: template")
+    schedule: Annotated[str, AfterValidator(_cron)]
+    time_zone: Annotated[str, AfterValidator(_zone)] = "UTC"
+    suspend: bool = False
+    starting_deadline_seconds: Annotated[int, Field(ge=0)] = 300
+    concurrency_policy: Literal["forbid", "allow", "replace"] = "forbid"
+    successful_history_limit: Annotated[int, Field(ge=0)] = 10
+    failed_history_limit: Annotated[int, Field(ge=0)] = 3
+
+
+class TaskSchedule(ResourceKind):
+    kind: Literal["TaskSchedule"] = "TaskSchedule"
+    spec: TaskScheduleSpec
+
+
+class WebhookAuth(OrlojModel):
+    profile: Literal["generic", "github"] = "generic"
+    secret_ref: RefName
+    signature_header: str | None = None
+    signature_prefix: str = "sha256="
+    timestamp_header: str | None = None
+    max_skew_seconds: Annotated[int, Field(ge=0)] = 300
+
+
+class WebhookIdempotency(OrlojModel):
+    event_id_header: str | None = None
+    dedupe_window_seconds: Annotated[int, Field(ge=0)] | None = None
+
+
+class WebhookPayload(OrlojModel):
+    mode: Literal["raw"] = "raw"
+    input_key: str = "webhook_payload"
+
+
+class TaskWebhookSpec(OrlojModel):
+    task_ref: RefName
+    suspend: bool = False
+    auth: WebhookAuth
+    idempotency: WebhookIdempotency = Field(default_factory=WebhookIdempotency)
+    payload: WebhookPayload = Field(default_factory=WebhookPayload)
+
+
+class TaskWebhook(ResourceKind):
+    """Orloj's webhook trigger. Kept and validated; orlojd does not serve deliveries yet."""
+
+    kind: Literal["TaskWebhook"] = "TaskWebhook"
+    spec: TaskWebhookSpec
+
+
+class WorkerCapabilities(OrlojModel):
+    gpu: bool = False
+    supported_models: list[str] = Field(default_factory=list)
+
+
+class WorkerSpec(OrlojModel):
+    region: str | None = None
+    capabilities: WorkerCapabilities = Field(default_factory=WorkerCapabilities)
+    max_concurrent_tasks: Annotated[int, Field(ge=0)] = 1
+
+
+class Worker(ResourceKind):
+    """Orloj's declared worker. orlojd workers register themselves; this kind is kept only."""
+
+    kind: Literal["Worker"] = "Worker"
+    spec: WorkerSpec

@@ -1,0 +1,84 @@
+"""Settings: orlojd.yaml at the repository root, as a tree of small pydantic groups.
+
+Loaded once by the CLI and passed down; no other module reads files or the
+environment for configuration. Unknown keys are errors, with file and line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from orlojd.core.desired import locate
+from orlojd.core.diagnostics import Diagnostic, Problem
+from orlojd.core.documents import parse_file
+from orlojd.core.manifests.registry import problems_from_validation
+from orlojd.errors import ConfigError
+
+CONFIG_FILE = "orlojd.yaml"
+
+
+class Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class RepoSettings(Group):
+    branch: str = "main"
+    path: str = Field(default=".", description="Folder (inside the repository) that holds the manifests")
+    require_signed_commits: Annotated[bool, Field(alias="requireSignedCommits")] = False
+
+
+class StoreSettings(Group):
+    url: str | None = Field(default=None, description="Database URL; default: SQLite in stateDir")
+
+
+class SecretSettings(Group):
+    allow_literal: Annotated[bool, Field(alias="allowLiteral")] = False
+
+
+class PruneSettings(Group):
+    enabled: bool = False
+    max_delete_percent: Annotated[int, Field(alias="maxDeletePercent", ge=0, le=100)] = 25
+    max_delete_count: Annotated[int, Field(alias="maxDeleteCount", ge=0)] = 50
+
+
+class LogSettings(Group):
+    format: Literal["text", "json"] = "text"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Settings(Group):
+    """Everything orlojd.yaml can say. Every key is optional."""
+
+    state_dir: Annotated[str, Field(alias="stateDir")] = ".orlojd"
+    repo: RepoSettings = Field(default_factory=RepoSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    secrets: SecretSettings = Field(default_factory=SecretSettings)
+    prune: PruneSettings = Field(default_factory=PruneSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+
+def load_settings(root: Path) -> Settings:
+    """Settings from ``root/orlojd.yaml``; defaults when the file is absent."""
+    path = root / CONFIG_FILE
+    if not path.is_file():
+        return Settings()
+    documents, diagnostics = parse_file(str(path), path.read_bytes())
+    if diagnostics:
+        raise ConfigError(diagnostics[0].format())
+    if not documents:
+        return Settings()
+    document = documents[0]
+    try:
+        return Settings.model_validate(document.data)
+    except ValidationError as exc:
+        found: list[Diagnostic] = [
+            locate(document.source, document.index, problem, "", "")
+            for problem in problems_from_validation(exc, Settings)
+        ]
+        raise ConfigError("\n".join(d.format() for d in found), "see the comments in orlojd.yaml") from None
+
+
+__all__ = ["CONFIG_FILE", "Problem", "Settings", "load_settings"]

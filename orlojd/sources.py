@@ -1,0 +1,114 @@
+"""Reading desired state from the working tree or from a git revision.
+
+Both roads end in the same list of manifest files, filtered by the same rule
+(core.selection), so ``orlojd validate PATH`` and ``orlojd validate PATH --rev HEAD``
+see exactly the same objects when the tree is clean. A per-(path, blob) cache of
+``FileResult`` lets a warm reload read and parse only what changed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orlojd.adapters import gitrepo
+from orlojd.core.desired import Desired, FileResult, assemble, load_file
+from orlojd.core.documents import MAX_FILE_BYTES
+from orlojd.core.selection import IGNORE_FILE, select
+from orlojd.errors import OrlojError
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Where the manifests were read from: a folder, or a commit of a repository."""
+
+    root: Path
+    display: str
+    commit: str | None
+    repo: Path | None = None
+    prefix: str = ""
+
+
+@dataclass
+class FileCache:
+    """FileResults by (path, blob id): a warm reload parses only files whose blob changed."""
+
+    entries: dict[tuple[str, str], FileResult] = field(default_factory=dict)
+
+
+def _display(path: Path) -> str:
+    text = str(path)
+    return "" if text in (".", "") else text.rstrip("/") + "/"
+
+
+def _read_worktree(root: Path) -> list[tuple[str, bytes | None, int]]:
+    if root.is_file():
+        size = root.stat().st_size
+        return [(root.name, root.read_bytes() if size <= MAX_FILE_BYTES else None, size)]
+    if not root.is_dir():
+        raise OrlojError(f"{root} does not exist", "pass the folder that holds your manifests")
+    paths: list[str] = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        relative = os.path.relpath(folder, root)
+        for name in names:
+            paths.append(name if relative == "." else f"{relative}/{name}".replace(os.sep, "/"))
+    ignore = root / IGNORE_FILE
+    ignore_text = ignore.read_text(errors="replace") if ignore.is_file() else None
+    files: list[tuple[str, bytes | None, int]] = []
+    for rel in select(paths, ignore_text):
+        full = root / rel
+        try:
+            size = full.stat().st_size
+            files.append((rel, full.read_bytes() if size <= MAX_FILE_BYTES else None, size))
+        except OSError as exc:
+            raise OrlojError(f"cannot read {full}: {exc.strerror}") from None
+    return files
+
+
+def load_worktree(path: Path, *, resolve: bool = True) -> tuple[Desired, Snapshot]:
+    """Manifests under ``path`` on disk (a folder or a single file)."""
+    display = _display(path if path.is_dir() else path.parent)
+    files = _read_worktree(path)
+    results = [load_file(display + rel, content, size) for rel, content, size in files]
+    return assemble(results, resolve=resolve), Snapshot(path, display, None)
+
+
+def load_revision(
+    path: Path, rev: str, *, resolve: bool = True, cache: FileCache | None = None
+) -> tuple[Desired, Snapshot]:
+    """Manifests under ``path`` as committed at ``rev``; the working tree is not read."""
+    repo, prefix = gitrepo.locate_repo(path)
+    commit = gitrepo.resolve_commit(repo, rev)
+    entries = gitrepo.list_tree(repo, commit, prefix)
+    by_path = {e.path: e for e in entries}
+    ignore_entry = by_path.get(IGNORE_FILE)
+    ignore_text = None
+    if ignore_entry is not None:
+        ignore_text = gitrepo.read_blobs(repo, [ignore_entry.oid])[ignore_entry.oid].decode(errors="replace")
+    chosen = [by_path[p] for p in select(by_path, ignore_text)]
+    display = _display(path if path.is_dir() else path.parent)
+    results: list[FileResult] = []
+    missing = []
+    for entry in chosen:
+        cached = cache.entries.get((entry.path, entry.oid)) if cache is not None else None
+        if cached is not None:
+            results.append(cached)
+        else:
+            missing.append(entry)
+    contents = gitrepo.read_files(repo, commit, missing, MAX_FILE_BYTES)
+    for entry, (rel, content) in zip(missing, contents, strict=True):
+        result = load_file(display + rel, content, entry.size)
+        results.append(result)
+        if cache is not None:
+            cache.entries[(entry.path, entry.oid)] = result
+    snapshot = Snapshot(path, display, commit, repo, prefix)
+    return assemble(results, resolve=resolve), snapshot
+
+
+def load(path: Path, rev: str | None = None, *, resolve: bool = True) -> tuple[Desired, Snapshot]:
+    """Working tree when ``rev`` is None, otherwise the commit ``rev``."""
+    if rev is None:
+        return load_worktree(path, resolve=resolve)
+    return load_revision(path, rev, resolve=resolve)
