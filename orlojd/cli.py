@@ -39,6 +39,23 @@ RevOption = Annotated[
 ]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from orlojd import __version__
+
+        typer.echo(f"orlojd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version")
+    ] = False,
+) -> None:
+    """GitOps for AI agents: git is the system of record for agents, tools, permissions and budgets."""
+
+
 def fail(message: str, hint: str = "", code: int = 1) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     if hint:
@@ -106,6 +123,169 @@ def init(
     commit = init_repository(directory, branch)
     typer.echo(f"initialised {directory} at {commit[:12]} on branch {branch}")
     typer.echo(f"next: orlojd validate {directory} && orlojd plan {directory}")
+
+
+class PlanFormat(str, Enum):
+    text = "text"
+    markdown = "markdown"
+    json = "json"
+
+
+DbOption = Annotated[
+    str | None,
+    typer.Option("--db", envvar="ORLOJD_DB", help="State store URL (default: SQLite in the state folder)"),
+]
+
+
+def _tty() -> bool:
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+@app.command()
+def plan(
+    path: PathArg = Path("."),
+    rev: Annotated[str, typer.Option("--rev", help="Revision to plan")] = "HEAD",
+    base: Annotated[str | None, typer.Option("--base", help="Pull-request base revision")] = None,
+    head: Annotated[str | None, typer.Option("--head", help="Pull-request head revision")] = None,
+    output: Annotated[PlanFormat, typer.Option("--format", help="text, markdown or json")] = PlanFormat.text,
+    out: Annotated[Path | None, typer.Option("--out", help="Save the plan (JSON) for 'apply --plan'")] = None,
+    db: DbOption = None,
+    confirm_prune: Annotated[bool, typer.Option("--confirm-prune", help="Allow guarded deletions")] = False,
+) -> None:
+    """What apply would change. Exit 0 none, 2 changes, 3 changes that widen governance, 1 error."""
+    from orlojd.engine.workspace import open_workspace
+    from orlojd.render import render_json, render_markdown, render_text
+
+    if (base is None) != (head is None):
+        fail("--base and --head go together", "orlojd plan --base main --head my-branch")
+    ws = open_workspace(path, db)
+    if base is not None and head is not None:
+        from orlojd.engine.planning import plan_pull_request
+
+        report = plan_pull_request(ws, base, head)
+    else:
+        from orlojd.engine.planning import plan_revision
+
+        store = ws.open_store()
+        try:
+            report = plan_revision(ws, store, rev, confirm_prune).report
+        finally:
+            store.close()
+    if output is PlanFormat.json:
+        typer.echo(render_json(report), nl=False)
+    elif output is PlanFormat.markdown:
+        typer.echo("\n".join(render_markdown(report)))
+    else:
+        typer.echo(render_text(report, colour=_tty()), nl=False)
+    if out is not None:
+        out.write_text(render_json(report))
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
+def apply(
+    path: PathArg = Path("."),
+    rev: Annotated[str, typer.Option("--rev", help="Revision to apply")] = "HEAD",
+    file: Annotated[
+        Path | None, typer.Option("-f", "--file", help="Commit this manifest into the repository, then apply")
+    ] = None,
+    saved_plan: Annotated[
+        Path | None, typer.Option("--plan", help="Apply only if this saved plan still holds")
+    ] = None,
+    db: DbOption = None,
+    confirm_prune: Annotated[bool, typer.Option("--confirm-prune", help="Allow guarded deletions")] = False,
+) -> None:
+    """Apply a revision in stage order. Idempotent: the same revision twice writes nothing."""
+    from orlojd.engine.applying import apply_revision, commit_manifest
+    from orlojd.engine.workspace import open_workspace
+    from orlojd.render import closing_line
+
+    ws = open_workspace(path, db)
+    if file is not None:
+        commit = commit_manifest(ws, file)
+        typer.echo(f"committed {file} as {commit[:12]}")
+        rev = commit
+    store = ws.open_store()
+    try:
+        result = apply_revision(ws, store, rev, confirm_prune, saved_plan)
+    finally:
+        store.close()
+    report = result.planned.report
+    for change in report.plan.changes:
+        if change.action.value != "unchanged":
+            typer.echo(f"{change.key.short} {change.action.value}"
+                       + (f" ({change.reason})" if change.reason else ""))
+    verb = "applied" if result.written else "nothing to do at"
+    typer.echo(f"{verb} {report.head[:12]}: {closing_line(report).removeprefix('Plan: ')}")
+
+
+@app.command()
+def status(
+    path: PathArg = Path("."),
+    output: Annotated[OutputFormat, typer.Option("--format", help="text or json")] = OutputFormat.text,
+    db: DbOption = None,
+) -> None:
+    """The applied revision and every object's Ready/Reconciling/Stalled conditions."""
+    from orlojd.engine.workspace import open_workspace
+
+    ws = open_workspace(path, db)
+    store = ws.open_store()
+    try:
+        revision = store.applied_revision_one()
+        records = store.status_all()
+        history = store.history_all()
+    finally:
+        store.close()
+    if output is OutputFormat.json:
+        typer.echo(json.dumps({
+            "revision": revision,
+            "objects": [
+                {"kind": r.key.kind, "namespace": r.key.namespace, "name": r.key.name, "digest": r.digest,
+                 "conditions": r.conditions}
+                for r in records
+            ],
+            "history": history,
+        }, indent=2))
+        return
+    from orlojd.status_view import render_status
+
+    render_status(revision, records, history, tty=_tty())
+
+
+@app.command()
+def demo(
+    directory: Annotated[Path, typer.Argument(help="Folder for the demo repository")] = Path("orlojd-demo"),
+) -> None:
+    """The whole loop on embedded defaults: init a repository, validate it, plan it, apply it."""
+    from orlojd.engine.applying import apply_revision
+    from orlojd.engine.planning import plan_revision
+    from orlojd.engine.workspace import open_workspace
+    from orlojd.render import closing_line, render_text
+    from orlojd.scaffold import init_repository
+    from orlojd.sources import load
+
+    if not directory.exists():
+        commit = init_repository(directory)
+        typer.echo(f"== orlojd init {directory}  (commit {commit[:12]})")
+    desired, _ = load(directory)
+    typer.echo(f"== orlojd validate {directory}")
+    for diagnostic in desired.diagnostics:
+        typer.echo(diagnostic.format())
+    typer.echo(f"valid: {len(desired.objects)} objects" if desired.ok else "invalid")
+    if not desired.ok:
+        raise typer.Exit(1)
+    ws = open_workspace(directory)
+    store = ws.open_store()
+    try:
+        typer.echo(f"== orlojd plan {directory}")
+        typer.echo(render_text(plan_revision(ws, store, "HEAD").report, colour=_tty()), nl=False)
+        typer.echo(f"== orlojd apply {directory}")
+        result = apply_revision(ws, store, "HEAD")
+        typer.echo(closing_line(result.planned.report).replace("Plan:", "Applied:"))
+        typer.echo(f"== orlojd plan {directory}  (again: nothing left to do)")
+        typer.echo(render_text(plan_revision(ws, store, "HEAD").report), nl=False)
+    finally:
+        store.close()
 
 
 def main() -> None:

@@ -6,8 +6,8 @@ import shutil
 from importlib import resources
 from pathlib import Path
 
-from orlojd.adapters.gitrepo import run_git
-from orlojd.errors import GitError, UsageError
+from orlojd.adapters.gitrepo import identity_args, run_git
+from orlojd.errors import UsageError
 from orlojd.schema import write_schemas
 
 _RENAMES = {"gitignore": ".gitignore", "orlojignore": ".orlojignore"}
@@ -27,17 +27,6 @@ def _copy_templates(target: Path) -> None:
             shutil.copyfile(item, destination)
 
 
-def _identity_args(repo: Path) -> list[str]:
-    """Commit as the user when git knows them, otherwise as 'orlojd init'."""
-    args: list[str] = []
-    for key, fallback in (("user.name", "orlojd init"), ("user.email", "orlojd@localhost")):
-        try:
-            run_git(repo, "config", "--get", key)
-        except GitError:
-            args += ["-c", f"{key}={fallback}"]
-    return args
-
-
 def init_repository(target: Path, branch: str = "main") -> str:
     """Create ``target`` with the demo manifests, commit them; return the commit id."""
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
@@ -48,5 +37,5 @@ def init_repository(target: Path, branch: str = "main") -> str:
     write_schemas(target / "schemas")
     run_git(target, "init", "--quiet", "--initial-branch", branch)
     run_git(target, "add", "--all")
-    run_git(target, *_identity_args(target), "commit", "--quiet", "--no-gpg-sign", "-m", COMMIT_MESSAGE)
+    run_git(target, *identity_args(target, "orlojd init"), "commit", "--quiet", "--no-gpg-sign", "-m", COMMIT_MESSAGE)
     return run_git(target, "rev-parse", "HEAD").decode().strip()

@@ -128,3 +128,14 @@ def read_files(repo: Path, commit: str, entries: Iterable[TreeEntry], max_bytes:
     small = [e.oid for e in chosen if e.size <= max_bytes]
     blobs = read_blobs(repo, list(dict.fromkeys(small)))
     return [(e.path, blobs.get(e.oid) if e.size <= max_bytes else None) for e in chosen]
+
+
+def identity_args(repo: Path, fallback_name: str) -> list[str]:
+    """``-c user.*`` options for a commit: the user's identity when git has one, else ``fallback_name``."""
+    args: list[str] = []
+    for key, fallback in (("user.name", fallback_name), ("user.email", "orlojd@localhost")):
+        try:
+            run_git(repo, "config", "--get", key)
+        except GitError:
+            args += ["-c", f"{key}={fallback}"]
+    return args

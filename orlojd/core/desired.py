@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from orlojd.core.diagnostics import Diagnostic, Problem, Severity, format_path
-from orlojd.core.digest import digest
+from orlojd.core.digest import digest_of, normalised
 from orlojd.core.documents import RawDocument, SourceFile, parse_file, too_large
 from orlojd.core.keys import ResourceKey
 from orlojd.core.manifests.base import ResourceKind
@@ -26,6 +27,7 @@ class LoadedObject:
     key: ResourceKey
     obj: ResourceKind
     digest: str
+    body: dict[str, Any]
     source: SourceFile
     index: int
 
@@ -81,7 +83,8 @@ def _object_diagnostics(document: RawDocument) -> tuple[LoadedObject | None, lis
     found = [locate(document.source, document.index, p, result.kind, result.name) for p in result.problems]
     if result.obj is None:
         return None, found
-    loaded = LoadedObject(key_of(result.obj), result.obj, digest(result.obj), document.source, document.index)
+    body = normalised(result.obj)
+    loaded = LoadedObject(key_of(result.obj), result.obj, digest_of(body), body, document.source, document.index)
     return loaded, found
 
 

@@ -18,6 +18,11 @@ def canonical_json(data: Any) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def digest_of(body: dict[str, Any]) -> str:
+    """'sha256:<hex>' of a normalised body."""
+    return "sha256:" + hashlib.sha256(canonical_json(body)).hexdigest()
+
+
 def digest(obj: ResourceKind) -> str:
     """'sha256:<hex>' of the normalised object; secret values enter only as their own sha256."""
-    return "sha256:" + hashlib.sha256(canonical_json(normalised(obj))).hexdigest()
+    return digest_of(normalised(obj))

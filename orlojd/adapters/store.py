@@ -1,0 +1,232 @@
+"""The state store on sqlmodel: SQLite (WAL) in the state folder by default, PostgreSQL by URL.
+
+Migrations (alembic) run on open, skipped when the schema is already at head.
+Operations are named by what they return (``inventory_all``, ``applied_revision_one``,
+``apply_run``). SQLAlchemy errors are re-raised as ``StoreError`` with the URL
+(password hidden) and a next step.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, create_engine, delete, select
+
+from orlojd.adapters.tables import InventoryRow, MetaRow, ObjectStatusRow, ReconcileRow
+from orlojd.core.conditions import Condition
+from orlojd.core.keys import ResourceKey
+from orlojd.errors import OrlojError
+
+SCHEMA_HEAD = "0001"
+HISTORY_KEPT = 10
+
+
+class StoreError(OrlojError):
+    """The state database could not be opened or written."""
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryRecord:
+    key: ResourceKey
+    digest: str
+    applied_revision: str
+    generation: int
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRecord:
+    key: ResourceKey
+    digest: str
+    conditions: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Upsert:
+    key: ResourceKey
+    digest: str
+    body: dict[str, Any]
+
+
+def normalise_url(url: str) -> str:
+    """postgresql:// URLs use psycopg 3; everything else passes through."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def sqlite_url(state_dir: Path) -> str:
+    return f"sqlite:///{state_dir / 'state.db'}"
+
+
+def _safe(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<invalid url>"
+
+
+class Store:
+    """One database: open (and migrate) with ``Store.open(url)``."""
+
+    def __init__(self, engine: Engine, url: str) -> None:
+        self.engine = engine
+        self.url = url
+
+    @classmethod
+    def open(cls, url: str) -> Store:
+        url = normalise_url(url)
+        try:
+            parsed = make_url(url)
+        except Exception:
+            raise StoreError(f"invalid database URL {url!r}",
+                             "use sqlite:///path/state.db or postgresql://user@host/db") from None
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, connect_args={"timeout": 30})
+            event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+        store = cls(engine, url)
+        store.migrate()
+        return store
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        try:
+            with Session(self.engine) as session:
+                yield session
+        except SQLAlchemyError as exc:
+            raise StoreError(f"state store {_safe(self.url)}: {type(exc).__name__}: {exc.args[0] if exc.args else exc}",
+                             "check that the database is reachable and writable") from None
+
+    def migrate(self) -> None:
+        """Bring the schema to head; a no-op (one query) when it is there already."""
+        try:
+            with self.engine.begin() as connection:
+                try:
+                    current = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+                except SQLAlchemyError:
+                    current = None
+            if current == SCHEMA_HEAD:
+                return
+            from alembic import command
+            from alembic.config import Config
+
+            config = Config()
+            with resources.as_file(resources.files("orlojd") / "migrations") as location:
+                config.set_main_option("script_location", str(location))
+                with self.engine.begin() as connection:
+                    config.attributes["connection"] = connection
+                    command.upgrade(config, "head")
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot open state store {_safe(self.url)}: {exc.args[0] if exc.args else exc}",
+                             "check the --db URL, that the server runs and that the folder is writable") from None
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def inventory_all(self) -> dict[ResourceKey, InventoryRecord]:
+        with self._session() as session:
+            rows = session.exec(select(InventoryRow)).all()
+            return {
+                ResourceKey(r.kind, r.namespace, r.name): InventoryRecord(
+                    ResourceKey(r.kind, r.namespace, r.name), r.digest, r.applied_revision, r.generation,
+                    json.loads(r.body))
+                for r in rows
+            }
+
+    def applied_revision_one(self) -> str | None:
+        with self._session() as session:
+            row = session.get(MetaRow, "applied_revision")
+            return row.value if row else None
+
+    def status_all(self) -> list[StatusRecord]:
+        with self._session() as session:
+            inventory = {(r.kind, r.namespace, r.name): r.digest for r in session.exec(select(InventoryRow)).all()}
+            rows = session.exec(select(ObjectStatusRow)).all()
+            out = [
+                StatusRecord(ResourceKey(r.kind, r.namespace, r.name),
+                             inventory.get((r.kind, r.namespace, r.name), ""), json.loads(r.conditions))
+                for r in rows
+                if (r.kind, r.namespace, r.name) in inventory
+            ]
+            return sorted(out, key=lambda s: s.key)
+
+    def history_all(self) -> list[dict[str, Any]]:
+        with self._session() as session:
+            rows = session.exec(select(ReconcileRow).order_by(ReconcileRow.id.desc())).all()  # type: ignore[union-attr]
+            return [
+                {"id": r.id, "revision": r.revision, "result": r.result, "started_at": r.started_at.isoformat(),
+                 "finished_at": r.finished_at.isoformat(), "summary": json.loads(r.summary)}
+                for r in rows
+            ]
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def apply_run(
+        self,
+        revision: str,
+        upserts: Sequence[Upsert],
+        deletes: Sequence[ResourceKey],
+        conditions: dict[ResourceKey, list[Condition]],
+        summary: dict[str, Any],
+        started_at: datetime,
+        now: datetime,
+    ) -> None:
+        """Write one apply in one transaction: inventory, status, applied revision, history."""
+        with self._session() as session:
+            for item in upserts:
+                row = session.get(InventoryRow, (item.key.kind, item.key.namespace, item.key.name))
+                body = json.dumps(item.body, sort_keys=True, separators=(",", ":"))
+                if row is None:
+                    row = InventoryRow(kind=item.key.kind, namespace=item.key.namespace, name=item.key.name,
+                                       digest=item.digest, applied_revision=revision, generation=1, body=body,
+                                       applied_at=now)
+                else:
+                    row.generation += 1 if row.digest != item.digest else 0
+                    row.digest, row.applied_revision, row.body, row.applied_at = item.digest, revision, body, now
+                session.add(row)
+                generation = row.generation
+                status = ObjectStatusRow(
+                    kind=item.key.kind, namespace=item.key.namespace, name=item.key.name,
+                    observed_generation=generation, last_applied_revision=revision,
+                    conditions=json.dumps([
+                        {**c.as_json(), "observedGeneration": generation}
+                        for c in conditions.get(item.key, [])
+                    ]),
+                    updated_at=now,
+                )
+                session.merge(status)
+            for key in deletes:
+                for model in (InventoryRow, ObjectStatusRow):
+                    session.exec(delete(model).where(  # type: ignore[call-overload]
+                        model.kind == key.kind, model.namespace == key.namespace, model.name == key.name))
+            session.merge(MetaRow(key="applied_revision", value=revision))
+            session.add(ReconcileRow(revision=revision, started_at=started_at, finished_at=now, result="applied",
+                                     summary=json.dumps(summary, sort_keys=True)))
+            session.flush()
+            keep = session.exec(select(ReconcileRow.id).order_by(ReconcileRow.id.desc()).limit(HISTORY_KEPT)).all()  # type: ignore[union-attr]
+            session.exec(delete(ReconcileRow).where(ReconcileRow.id.not_in(keep)))  # type: ignore[union-attr,call-overload]
+            session.commit()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()

@@ -1,0 +1,63 @@
+"""Store tables (sqlmodel). The schema itself is created by the alembic migrations.
+
+The database is a cache and a queue: everything here can be rebuilt from the
+repository. JSON columns hold normalised manifests and conditions as text, so
+SQLite and PostgreSQL store them alike.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel import Field, SQLModel
+
+
+class InventoryRow(SQLModel, table=True):
+    """One applied object: identity, digest, the revision it came from, its normalised body."""
+
+    __tablename__ = "inventory"
+
+    kind: str = Field(primary_key=True, max_length=64)
+    namespace: str = Field(primary_key=True, max_length=253)
+    name: str = Field(primary_key=True, max_length=253)
+    digest: str = Field(max_length=80)
+    applied_revision: str = Field(max_length=64)
+    generation: int = 1
+    body: str
+    applied_at: datetime
+
+
+class ObjectStatusRow(SQLModel, table=True):
+    """kstatus-style conditions of one object (Ready, Reconciling, Stalled) as JSON."""
+
+    __tablename__ = "object_status"
+
+    kind: str = Field(primary_key=True, max_length=64)
+    namespace: str = Field(primary_key=True, max_length=253)
+    name: str = Field(primary_key=True, max_length=253)
+    observed_generation: int = 0
+    last_applied_revision: str = Field(default="", max_length=64)
+    conditions: str = "[]"
+    updated_at: datetime
+
+
+class ReconcileRow(SQLModel, table=True):
+    """One apply or reconcile pass; only the newest few are kept."""
+
+    __tablename__ = "reconcile_history"
+
+    id: int | None = Field(default=None, primary_key=True)
+    revision: str = Field(max_length=64)
+    started_at: datetime
+    finished_at: datetime
+    result: str = Field(max_length=32)
+    summary: str = "{}"
+
+
+class MetaRow(SQLModel, table=True):
+    """Small key/value facts: the applied revision, the inventory fingerprint."""
+
+    __tablename__ = "store_meta"
+
+    key: str = Field(primary_key=True, max_length=64)
+    value: str

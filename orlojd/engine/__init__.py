@@ -1,0 +1,1 @@
+"""The imperative shell: orchestrates the pure core with the adapters (git, store, clock)."""

@@ -1,0 +1,131 @@
+"""Apply: carry out a revision's plan against the store, in stage order; idempotent.
+
+``apply_revision`` refuses when the plan has errors (invalid manifests, circuit
+breaker, literal secrets) or when a saved plan no longer matches (head moved, or the
+inventory changed since it was made). ``commit_manifest`` is ``apply -f``: the file
+goes into the repository as a commit first, so git stays the system of record.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orlojd.adapters import clock, gitrepo
+from orlojd.adapters.store import Store, Upsert
+from orlojd.core.conditions import applied_conditions
+from orlojd.core.desired import load_file
+from orlojd.core.plan import Action
+from orlojd.engine.planning import PlannedRevision, plan_revision
+from orlojd.engine.workspace import Workspace
+from orlojd.errors import OrlojError
+from orlojd.render import FORMAT_VERSION
+from orlojd.sources import load_revision
+
+
+class ApplyRefused(OrlojError):
+    """The plan cannot be applied as it stands; nothing was written."""
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    planned: PlannedRevision
+    written: bool
+
+
+def check_saved_plan(saved_path: Path, planned: PlannedRevision) -> None:
+    """Refuse when the saved plan's head or inventory fingerprint has moved."""
+    try:
+        saved: dict[str, Any] = json.loads(saved_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ApplyRefused(f"cannot read saved plan {saved_path}: {exc}",
+                           "write one with: orlojd plan --out FILE") from None
+    if saved.get("format_version") != FORMAT_VERSION or saved.get("mode") != "inventory":
+        raise ApplyRefused(f"{saved_path} is not a saved inventory plan (format_version {FORMAT_VERSION})",
+                           "write one with: orlojd plan --out FILE")
+    report = planned.report
+    if saved.get("head") != report.head:
+        raise ApplyRefused(f"the saved plan is for {str(saved.get('head'))[:12]}, but the revision is now "
+                           f"{report.head[:12]}", "make a new plan and review it")
+    if saved.get("inventory_fingerprint") != report.fingerprint:
+        raise ApplyRefused("the applied inventory changed since the plan was saved (another apply ran)",
+                           "make a new plan and review it")
+
+
+def apply_revision(ws: Workspace, store: Store, rev: str, confirm_prune: bool = False,
+                   saved_plan: Path | None = None) -> ApplyResult:
+    """Apply the commit ``rev``; return whether anything was written."""
+    started = clock.now()
+    planned = plan_revision(ws, store, rev, confirm_prune)
+    report = planned.report
+    if report.plan.errors:
+        raise ApplyRefused("apply refused:\n  " + "\n  ".join(report.plan.errors))
+    if saved_plan is not None:
+        check_saved_plan(saved_plan, planned)
+    objects = planned.desired.objects
+    upserts = [
+        Upsert(c.key, objects[c.key].digest, objects[c.key].body)
+        for c in report.plan.changes
+        if c.action in (Action.CREATED, Action.CONFIGURED)
+    ]
+    deletes = [c.key for c in report.plan.changes if c.action is Action.DELETED]
+    if not upserts and not deletes and report.base == report.head:
+        return ApplyResult(planned, False)
+    now = clock.now()
+    stamp = now.isoformat().replace("+00:00", "Z")
+    conditions = {u.key: applied_conditions(0, report.head, stamp) for u in upserts}
+    summary = {**report.plan.summary, "widening": report.widening}
+    store.apply_run(report.head, upserts, deletes, conditions, summary, started, now)
+    return ApplyResult(planned, True)
+
+
+def _target_path(ws: Workspace, file: Path) -> str:
+    """Where in the repository (relative to the manifests folder) the file's objects belong."""
+    result = load_file(file.name, file.read_bytes() if file.is_file() else None, 0)
+    if not file.is_file():
+        raise OrlojError(f"{file} does not exist")
+    errors = [d for d in result.diagnostics if d.is_error]
+    if errors:
+        raise ApplyRefused(f"{file} is invalid; nothing was committed:\n  " + "\n  ".join(d.format() for d in errors))
+    if not result.objects:
+        raise ApplyRefused(f"{file} holds no manifest")
+    head, _ = load_revision(ws.path, "HEAD", resolve=False)
+    homes = {head.objects[o.key].file for o in result.objects if o.key in head.objects}
+    if len(homes) > 1:
+        raise ApplyRefused(f"the objects in {file} live in several files: {', '.join(sorted(homes))}",
+                           "edit those files in git instead")
+    if homes:
+        home = homes.pop()
+        declared = [k for k, lo in head.objects.items() if lo.file == home]
+        if len(declared) > len(result.objects):
+            raise ApplyRefused(f"{home} declares more objects than {file}; replacing it would delete them",
+                               f"edit {home} in git instead")
+        return home[len(_display(ws)):]
+    first = result.objects[0].key
+    folder = f"{first.kind.lower()}s" if first.namespace == "default" else f"{first.namespace}/{first.kind.lower()}s"
+    return f"{folder}/{first.name}.yaml" if len(result.objects) == 1 else file.name
+
+
+def _display(ws: Workspace) -> str:
+    text = str(ws.path if ws.path.is_dir() else ws.path.parent)
+    return "" if text in (".", "") else text.rstrip("/") + "/"
+
+
+def commit_manifest(ws: Workspace, file: Path) -> str:
+    """``apply -f``: write the manifest into the repository and commit it; return the commit id."""
+    relative = _target_path(ws, file)
+    folder = ws.path if ws.path.is_dir() else ws.path.parent
+    target = folder / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(file.read_bytes())
+    inside = str(target.resolve().relative_to(ws.repo.resolve()))
+    result = load_file(file.name, file.read_bytes())
+    names = ", ".join(o.key.short for o in result.objects)
+    gitrepo.run_git(ws.repo, "add", "--", inside)
+    staged = gitrepo.run_git(ws.repo, "diff", "--cached", "--name-only", "--", inside).strip()
+    if staged:
+        gitrepo.run_git(ws.repo, *gitrepo.identity_args(ws.repo, "orlojd"), "commit", "--quiet",
+                        "--no-gpg-sign", "-m", f"orlojd apply -f: {names}", "--", inside)
+    return gitrepo.run_git(ws.repo, "rev-parse", "HEAD").decode().strip()

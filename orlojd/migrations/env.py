@@ -1,0 +1,13 @@
+"""Alembic environment: runs on the connection that adapters.store hands over."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from orlojd.adapters import tables  # noqa: F401  (registers the tables on the metadata)
+from sqlmodel import SQLModel
+
+connection = context.config.attributes["connection"]
+context.configure(connection=connection, target_metadata=SQLModel.metadata, render_as_batch=True)
+with context.begin_transaction():
+    context.run_migrations()
