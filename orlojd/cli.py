@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -28,15 +28,13 @@ app = typer.Typer(
 )
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     text = "text"
     json = "json"
 
 
 PathArg = Annotated[Path, typer.Argument(help="Folder (or file) with the manifests", show_default=True)]
-RevOption = Annotated[
-    str | None, typer.Option("--rev", help="Read this git revision instead of the working tree")
-]
+RevOption = Annotated[str | None, typer.Option("--rev", help="Read this git revision instead of the working tree")]
 
 
 def _print_version(value: bool) -> None:
@@ -78,14 +76,19 @@ def validate(
 
     desired, snapshot = load(path, rev, resolve=not no_resolve)
     if output is OutputFormat.json:
-        typer.echo(json.dumps({
-            "valid": desired.ok,
-            "revision": snapshot.commit,
-            "files": desired.files,
-            "objects": len(desired.objects),
-            "errors": [d.as_json() for d in desired.errors],
-            "warnings": [d.as_json() for d in desired.warnings],
-        }, indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    "valid": desired.ok,
+                    "revision": snapshot.commit,
+                    "files": desired.files,
+                    "objects": len(desired.objects),
+                    "errors": [d.as_json() for d in desired.errors],
+                    "warnings": [d.as_json() for d in desired.warnings],
+                },
+                indent=2,
+            )
+        )
     else:
         for diagnostic in desired.diagnostics:
             typer.echo(diagnostic.format())
@@ -125,7 +128,7 @@ def init(
     typer.echo(f"next: orlojd validate {directory} && orlojd plan {directory}")
 
 
-class PlanFormat(str, Enum):
+class PlanFormat(StrEnum):
     text = "text"
     markdown = "markdown"
     json = "json"
@@ -189,9 +192,7 @@ def apply(
     file: Annotated[
         Path | None, typer.Option("-f", "--file", help="Commit this manifest into the repository, then apply")
     ] = None,
-    saved_plan: Annotated[
-        Path | None, typer.Option("--plan", help="Apply only if this saved plan still holds")
-    ] = None,
+    saved_plan: Annotated[Path | None, typer.Option("--plan", help="Apply only if this saved plan still holds")] = None,
     db: DbOption = None,
     confirm_prune: Annotated[bool, typer.Option("--confirm-prune", help="Allow guarded deletions")] = False,
 ) -> None:
@@ -213,8 +214,7 @@ def apply(
     report = result.planned.report
     for change in report.plan.changes:
         if change.action.value != "unchanged":
-            typer.echo(f"{change.key.short} {change.action.value}"
-                       + (f" ({change.reason})" if change.reason else ""))
+            typer.echo(f"{change.key.short} {change.action.value}" + (f" ({change.reason})" if change.reason else ""))
     verb = "applied" if result.written else "nothing to do at"
     typer.echo(f"{verb} {report.head[:12]}: {closing_line(report).removeprefix('Plan: ')}")
 
@@ -237,15 +237,25 @@ def status(
     finally:
         store.close()
     if output is OutputFormat.json:
-        typer.echo(json.dumps({
-            "revision": revision,
-            "objects": [
-                {"kind": r.key.kind, "namespace": r.key.namespace, "name": r.key.name, "digest": r.digest,
-                 "conditions": r.conditions}
-                for r in records
-            ],
-            "history": history,
-        }, indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    "revision": revision,
+                    "objects": [
+                        {
+                            "kind": r.key.kind,
+                            "namespace": r.key.namespace,
+                            "name": r.key.name,
+                            "digest": r.digest,
+                            "conditions": r.conditions,
+                        }
+                        for r in records
+                    ],
+                    "history": history,
+                },
+                indent=2,
+            )
+        )
         return
     from orlojd.status_view import render_status
 

@@ -19,8 +19,7 @@ FORMAT_VERSION = 1
 MARKDOWN_PART_LIMIT = 60_000
 PART_MARKER = "<!-- orlojd-plan part {n}/{total} -->"
 
-_SYMBOL = {Action.CREATED: "+", Action.CONFIGURED: "~", Action.DELETED: "-", Action.SKIPPED: "#",
-           Action.UNCHANGED: "="}
+_SYMBOL = {Action.CREATED: "+", Action.CONFIGURED: "~", Action.DELETED: "-", Action.SKIPPED: "#", Action.UNCHANGED: "="}
 _COLOUR = {Action.CREATED: "32", Action.CONFIGURED: "33", Action.DELETED: "31", Action.SKIPPED: "36"}
 
 
@@ -67,8 +66,10 @@ def closing_line(report: PlanReport) -> str:
     s = report.plan.summary
     widened = report.widening
     noun = "permission" if widened == 1 else "permissions"
-    return (f"Plan: {s['create']} to create, {s['update']} to update, {s['delete']} to delete; "
-            f"governance: {widened} {noun} widened")
+    return (
+        f"Plan: {s['create']} to create, {s['update']} to update, {s['delete']} to delete; "
+        f"governance: {widened} {noun} widened"
+    )
 
 
 def _governance_lines(report: PlanReport) -> list[str]:
@@ -121,8 +122,12 @@ def _change_block(change: Change) -> str:
 
 def render_markdown(report: PlanReport) -> list[str]:
     """Pull-request comment in parts, each below 60,000 characters (GitHub's limit is 65,536)."""
-    head = [f"### orlojd plan `{(report.base or 'empty')[:12]}` → `{report.head[:12]}`", "",
-            f"**{closing_line(report)}**", ""]
+    head = [
+        f"### orlojd plan `{(report.base or 'empty')[:12]}` → `{report.head[:12]}`",
+        "",
+        f"**{closing_line(report)}**",
+        "",
+    ]
     for error in report.plan.errors:
         head.append(f"> :x: **error:** {error}")
     if report.governance:

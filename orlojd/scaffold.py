@@ -30,8 +30,9 @@ def _copy_templates(target: Path) -> None:
 def init_repository(target: Path, branch: str = "main") -> str:
     """Create ``target`` with the demo manifests, commit them; return the commit id."""
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise UsageError(f"{target} already exists and is not empty",
-                         "pass a new folder name, for example: orlojd init my-agents")
+        raise UsageError(
+            f"{target} already exists and is not empty", "pass a new folder name, for example: orlojd init my-agents"
+        )
     target.mkdir(parents=True, exist_ok=True)
     _copy_templates(target)
     write_schemas(target / "schemas")

@@ -2,14 +2,15 @@
 
 Both roads end in the same list of manifest files, filtered by the same rule
 (core.selection), so ``orlojd validate PATH`` and ``orlojd validate PATH --rev HEAD``
-see exactly the same objects when the tree is clean. A per-(path, blob) cache of
-``FileResult`` lets a warm reload read and parse only what changed.
+see exactly the same objects when the tree is clean. ``load_incremental`` keeps each
+commit's FileResults so the next commit reads and parses only the paths that
+``git diff --name-only`` names.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from orlojd.adapters import gitrepo
@@ -28,13 +29,6 @@ class Snapshot:
     commit: str | None
     repo: Path | None = None
     prefix: str = ""
-
-
-@dataclass
-class FileCache:
-    """FileResults by (path, blob id): a warm reload parses only files whose blob changed."""
-
-    entries: dict[tuple[str, str], FileResult] = field(default_factory=dict)
 
 
 def _display(path: Path) -> str:
@@ -75,12 +69,50 @@ def load_worktree(path: Path, *, resolve: bool = True) -> tuple[Desired, Snapsho
     return assemble(results, resolve=resolve), Snapshot(path, display, None)
 
 
-def load_revision(
-    path: Path, rev: str, *, resolve: bool = True, cache: FileCache | None = None
-) -> tuple[Desired, Snapshot]:
+def load_revision(path: Path, rev: str, *, resolve: bool = True) -> tuple[Desired, Snapshot]:
     """Manifests under ``path`` as committed at ``rev``; the working tree is not read."""
+    loaded = load_incremental(path, rev, None, resolve=resolve)
+    return loaded.desired, loaded.snapshot
+
+
+@dataclass
+class LoadedRevision:
+    """One commit's FileResults by path: the starting point of the next incremental load."""
+
+    commit: str
+    results: dict[str, FileResult]
+    ignore_text: str | None
+    desired: Desired
+    snapshot: Snapshot
+
+
+def load_incremental(path: Path, rev: str, previous: LoadedRevision | None, *, resolve: bool = True) -> LoadedRevision:
+    """Load ``rev``, reading again only the paths ``git diff --name-only`` reports since ``previous``."""
     repo, prefix = gitrepo.locate_repo(path)
     commit = gitrepo.resolve_commit(repo, rev)
+    display = _display(path if path.is_dir() else path.parent)
+    if previous is None or previous.snapshot.repo != repo or previous.snapshot.prefix != prefix:
+        return _load_full(path, repo, prefix, commit, display, resolve)
+    if previous.commit == commit:
+        return previous
+    changed = gitrepo.changed_paths(repo, previous.commit, commit, prefix)
+    if IGNORE_FILE in changed:
+        return _load_full(path, repo, prefix, commit, display, resolve)
+    wanted = [p for p in select(changed, previous.ignore_text)]
+    contents = gitrepo.read_paths(repo, commit, [prefix + p for p in wanted], MAX_FILE_BYTES)
+    results = dict(previous.results)
+    for rel in wanted:
+        found = contents[prefix + rel]
+        if found is None:
+            results.pop(rel, None)
+        else:
+            content, size = found
+            results[rel] = load_file(display + rel, content, size)
+    snapshot = Snapshot(path, display, commit, repo, prefix)
+    return LoadedRevision(commit, results, previous.ignore_text, assemble(results.values(), resolve=resolve), snapshot)
+
+
+def _load_full(path: Path, repo: Path, prefix: str, commit: str, display: str, resolve: bool) -> LoadedRevision:
     entries = gitrepo.list_tree(repo, commit, prefix)
     by_path = {e.path: e for e in entries}
     ignore_entry = by_path.get(IGNORE_FILE)
@@ -88,23 +120,13 @@ def load_revision(
     if ignore_entry is not None:
         ignore_text = gitrepo.read_blobs(repo, [ignore_entry.oid])[ignore_entry.oid].decode(errors="replace")
     chosen = [by_path[p] for p in select(by_path, ignore_text)]
-    display = _display(path if path.is_dir() else path.parent)
-    results: list[FileResult] = []
-    missing = []
-    for entry in chosen:
-        cached = cache.entries.get((entry.path, entry.oid)) if cache is not None else None
-        if cached is not None:
-            results.append(cached)
-        else:
-            missing.append(entry)
-    contents = gitrepo.read_files(repo, commit, missing, MAX_FILE_BYTES)
-    for entry, (rel, content) in zip(missing, contents, strict=True):
-        result = load_file(display + rel, content, entry.size)
-        results.append(result)
-        if cache is not None:
-            cache.entries[(entry.path, entry.oid)] = result
+    contents = gitrepo.read_files(repo, commit, chosen, MAX_FILE_BYTES)
+    results = {
+        entry.path: load_file(display + rel, content, entry.size)
+        for entry, (rel, content) in zip(chosen, contents, strict=True)
+    }
     snapshot = Snapshot(path, display, commit, repo, prefix)
-    return assemble(results, resolve=resolve), snapshot
+    return LoadedRevision(commit, results, ignore_text, assemble(results.values(), resolve=resolve), snapshot)
 
 
 def load(path: Path, rev: str | None = None, *, resolve: bool = True) -> tuple[Desired, Snapshot]:

@@ -11,23 +11,27 @@ def _condition(conditions: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return next((c for c in conditions if c.get("type") == kind), {})
 
 
-def render_status(revision: str | None, records: list[StatusRecord], history: list[dict[str, Any]],
-                  tty: bool) -> None:
+def render_status(revision: str | None, records: list[StatusRecord], history: list[dict[str, Any]], tty: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console(no_color=not tty, highlight=False, soft_wrap=not tty)
     console.print(f"revision: {revision or '(nothing applied yet)'}")
-    table = Table(box=None if not tty else None, show_edge=False, pad_edge=False)
+    table = Table(box=None, show_edge=False, pad_edge=False)
     for column in ("KIND", "NAMESPACE", "NAME", "READY", "REASON", "DIGEST"):
         table.add_column(column)
     for record in records:
         ready = _condition(record.conditions, "Ready")
         status = ready.get("status", "Unknown")
         style = "green" if status == "True" else "red"
-        table.add_row(record.key.kind, record.key.namespace, record.key.name,
-                      f"[{style}]{status}[/{style}]" if tty else status, ready.get("reason", ""),
-                      record.digest.removeprefix("sha256:")[:12])
+        table.add_row(
+            record.key.kind,
+            record.key.namespace,
+            record.key.name,
+            f"[{style}]{status}[/{style}]" if tty else status,
+            ready.get("reason", ""),
+            record.digest.removeprefix("sha256:")[:12],
+        )
     console.print(table)
     if history:
         last = history[0]

@@ -48,18 +48,23 @@ def locate_repo(path: Path) -> tuple[Path, str]:
     try:
         out = run_git(folder, "rev-parse", "--show-toplevel", "--show-prefix").decode().splitlines()
     except GitError:
-        raise GitError(f"{path} is not inside a git repository",
-                       "run 'git init' there, or point at a clone of your manifests repository") from None
+        raise GitError(
+            f"{path} is not inside a git repository",
+            "run 'git init' there, or point at a clone of your manifests repository",
+        ) from None
     return Path(out[0]), out[1] if len(out) > 1 else ""
 
 
 def resolve_commit(repo: Path, rev: str) -> str:
     """Full commit id for ``rev``; GitError naming the revision when it does not exist."""
     try:
-        return run_git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}").decode().strip()
+        return (
+            run_git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}").decode().strip()
+        )
     except GitError:
-        raise GitError(f"revision {rev!r} not found in {repo}",
-                       "check the branch or commit name with 'git log --oneline'") from None
+        raise GitError(
+            f"revision {rev!r} not found in {repo}", "check the branch or commit name with 'git log --oneline'"
+        ) from None
 
 
 def list_tree(repo: Path, commit: str, prefix: str = "") -> list[TreeEntry]:
@@ -77,7 +82,7 @@ def list_tree(repo: Path, commit: str, prefix: str = "") -> list[TreeEntry]:
         if kind != b"blob":
             continue
         path = raw_path.decode("utf-8", errors="surrogateescape")
-        entries.append(TreeEntry(path[len(prefix):], oid.decode(), int(size)))
+        entries.append(TreeEntry(path[len(prefix) :], oid.decode(), int(size)))
     return entries
 
 
@@ -139,3 +144,45 @@ def identity_args(repo: Path, fallback_name: str) -> list[str]:
         except GitError:
             args += ["-c", f"{key}={fallback}"]
     return args
+
+
+def changed_paths(repo: Path, old: str, new: str, prefix: str = "") -> list[str]:
+    """Paths (relative to ``prefix``) that differ between two commits: ``git diff --name-only``."""
+    args = ["diff", "--name-only", "-z", "--no-renames", old, new]
+    if prefix:
+        args += ["--", prefix]
+    out = run_git(repo, *args)
+    return [p.decode("utf-8", errors="surrogateescape")[len(prefix) :] for p in out.split(b"\0") if p]
+
+
+def read_paths(
+    repo: Path, commit: str, paths: Sequence[str], max_bytes: int
+) -> dict[str, tuple[bytes | None, int] | None]:
+    """Content and size of ``commit:path`` for each path through one ``cat-file --batch``.
+
+    None for a path that does not exist at ``commit``; content None when larger than ``max_bytes``.
+    """
+    if not paths:
+        return {}
+    specs = b"".join(f"{commit}:{p}\n".encode() for p in paths)
+    proc = subprocess.Popen(
+        ["git", "-C", str(repo), "cat-file", "--batch"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    out, _ = proc.communicate(specs)
+    found: dict[str, tuple[bytes | None, int] | None] = {}
+    pos = 0
+    for path in paths:
+        end = out.index(b"\n", pos)
+        header = out[pos:end].split()
+        pos = end + 1
+        if len(header) != 3 or header[-1] == b"missing":
+            found[path] = None
+            continue
+        size = int(header[2])
+        content = out[pos : pos + size]
+        pos += size + 1
+        found[path] = (content if size <= max_bytes else None, size)
+    return found

@@ -1,7 +1,7 @@
 """The state store on sqlmodel: SQLite (WAL) in the state folder by default, PostgreSQL by URL.
 
 Migrations (alembic) run on open, skipped when the schema is already at head.
-Operations are named by what they return (``inventory_all``, ``applied_revision_one``,
+Operations are named by what they return (``inventory_digests_all``, ``applied_revision_one``,
 ``apply_run``). SQLAlchemy errors are re-raised as ``StoreError`` with the URL
 (password hidden) and a next step.
 """
@@ -9,7 +9,7 @@ Operations are named by what they return (``inventory_all``, ``applied_revision_
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,10 +17,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import and_, event, or_, text
+from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session, create_engine, delete, select
+from sqlmodel import Session, create_engine, select
 
 from orlojd.adapters.tables import InventoryRow, MetaRow, ObjectStatusRow, ReconcileRow
 from orlojd.core.conditions import Condition
@@ -33,15 +34,6 @@ HISTORY_KEPT = 10
 
 class StoreError(OrlojError):
     """The state database could not be opened or written."""
-
-
-@dataclass(frozen=True, slots=True)
-class InventoryRecord:
-    key: ResourceKey
-    digest: str
-    applied_revision: str
-    generation: int
-    body: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +81,9 @@ class Store:
         try:
             parsed = make_url(url)
         except Exception:
-            raise StoreError(f"invalid database URL {url!r}",
-                             "use sqlite:///path/state.db or postgresql://user@host/db") from None
+            raise StoreError(
+                f"invalid database URL {url!r}", "use sqlite:///path/state.db or postgresql://user@host/db"
+            ) from None
         if parsed.get_backend_name() == "sqlite":
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -108,8 +101,10 @@ class Store:
             with Session(self.engine) as session:
                 yield session
         except SQLAlchemyError as exc:
-            raise StoreError(f"state store {_safe(self.url)}: {type(exc).__name__}: {exc.args[0] if exc.args else exc}",
-                             "check that the database is reachable and writable") from None
+            raise StoreError(
+                f"state store {_safe(self.url)}: {type(exc).__name__}: {exc.args[0] if exc.args else exc}",
+                "check that the database is reachable and writable",
+            ) from None
 
     def migrate(self) -> None:
         """Bring the schema to head; a no-op (one query) when it is there already."""
@@ -131,20 +126,44 @@ class Store:
                     config.attributes["connection"] = connection
                     command.upgrade(config, "head")
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot open state store {_safe(self.url)}: {exc.args[0] if exc.args else exc}",
-                             "check the --db URL, that the server runs and that the folder is writable") from None
+            raise StoreError(
+                f"cannot open state store {_safe(self.url)}: {exc.args[0] if exc.args else exc}",
+                "check the --db URL, that the server runs and that the folder is writable",
+            ) from None
 
     # -- reads -------------------------------------------------------------------------------
 
-    def inventory_all(self) -> dict[ResourceKey, InventoryRecord]:
+    def inventory_digests_all(self) -> dict[ResourceKey, str]:
+        """Identity -> digest of every applied object, without bodies (the plan's fast path)."""
+        table = InventoryRow.__table__  # type: ignore[attr-defined]
         with self._session() as session:
-            rows = session.exec(select(InventoryRow)).all()
-            return {
-                ResourceKey(r.kind, r.namespace, r.name): InventoryRecord(
-                    ResourceKey(r.kind, r.namespace, r.name), r.digest, r.applied_revision, r.generation,
-                    json.loads(r.body))
-                for r in rows
-            }
+            rows = (
+                session.connection()
+                .execute(sa_select(table.c.kind, table.c.namespace, table.c.name, table.c.digest))
+                .all()
+            )
+            return {ResourceKey(r[0], r[1], r[2]): r[3] for r in rows}
+
+    def inventory_bodies_some(
+        self, keys: Iterable[ResourceKey] = (), kinds: Iterable[str] = ()
+    ) -> dict[ResourceKey, dict[str, Any]]:
+        """Normalised bodies of the given objects and of every object of the given kinds."""
+        table = InventoryRow.__table__  # type: ignore[attr-defined]
+        wanted = set(keys)
+        kind_list = sorted(set(kinds))
+        out: dict[ResourceKey, dict[str, Any]] = {}
+        with self._session() as session:
+            connection = session.connection()
+            columns = (table.c.kind, table.c.namespace, table.c.name, table.c.body)
+            if kind_list:
+                for r in connection.execute(sa_select(*columns).where(table.c.kind.in_(kind_list))):
+                    out[ResourceKey(r[0], r[1], r[2])] = json.loads(r[3])
+            remaining = sorted(k for k in wanted if k not in out)
+            for start in range(0, len(remaining), 200):
+                chunk = remaining[start : start + 200]
+                for r in connection.execute(sa_select(*columns).where(_keys_match(table, chunk))):
+                    out[ResourceKey(r[0], r[1], r[2])] = json.loads(r[3])
+        return out
 
     def applied_revision_one(self) -> str | None:
         with self._session() as session:
@@ -156,8 +175,11 @@ class Store:
             inventory = {(r.kind, r.namespace, r.name): r.digest for r in session.exec(select(InventoryRow)).all()}
             rows = session.exec(select(ObjectStatusRow)).all()
             out = [
-                StatusRecord(ResourceKey(r.kind, r.namespace, r.name),
-                             inventory.get((r.kind, r.namespace, r.name), ""), json.loads(r.conditions))
+                StatusRecord(
+                    ResourceKey(r.kind, r.namespace, r.name),
+                    inventory.get((r.kind, r.namespace, r.name), ""),
+                    json.loads(r.conditions),
+                )
                 for r in rows
                 if (r.kind, r.namespace, r.name) in inventory
             ]
@@ -167,8 +189,14 @@ class Store:
         with self._session() as session:
             rows = session.exec(select(ReconcileRow).order_by(ReconcileRow.id.desc())).all()  # type: ignore[union-attr]
             return [
-                {"id": r.id, "revision": r.revision, "result": r.result, "started_at": r.started_at.isoformat(),
-                 "finished_at": r.finished_at.isoformat(), "summary": json.loads(r.summary)}
+                {
+                    "id": r.id,
+                    "revision": r.revision,
+                    "result": r.result,
+                    "started_at": r.started_at.isoformat(),
+                    "finished_at": r.finished_at.isoformat(),
+                    "summary": json.loads(r.summary),
+                }
                 for r in rows
             ]
 
@@ -185,43 +213,84 @@ class Store:
         now: datetime,
     ) -> None:
         """Write one apply in one transaction: inventory, status, applied revision, history."""
+        inventory = InventoryRow.__table__  # type: ignore[attr-defined]
+        status = ObjectStatusRow.__table__  # type: ignore[attr-defined]
+        history = ReconcileRow.__table__  # type: ignore[attr-defined]
+        meta = MetaRow.__table__  # type: ignore[attr-defined]
         with self._session() as session:
-            for item in upserts:
-                row = session.get(InventoryRow, (item.key.kind, item.key.namespace, item.key.name))
-                body = json.dumps(item.body, sort_keys=True, separators=(",", ":"))
-                if row is None:
-                    row = InventoryRow(kind=item.key.kind, namespace=item.key.namespace, name=item.key.name,
-                                       digest=item.digest, applied_revision=revision, generation=1, body=body,
-                                       applied_at=now)
-                else:
-                    row.generation += 1 if row.digest != item.digest else 0
-                    row.digest, row.applied_revision, row.body, row.applied_at = item.digest, revision, body, now
-                session.add(row)
-                generation = row.generation
-                status = ObjectStatusRow(
-                    kind=item.key.kind, namespace=item.key.namespace, name=item.key.name,
-                    observed_generation=generation, last_applied_revision=revision,
-                    conditions=json.dumps([
-                        {**c.as_json(), "observedGeneration": generation}
-                        for c in conditions.get(item.key, [])
-                    ]),
-                    updated_at=now,
+            connection = session.connection()
+            current = {
+                ResourceKey(r[0], r[1], r[2]): (r[3], r[4])
+                for r in connection.execute(
+                    sa_select(
+                        inventory.c.kind,
+                        inventory.c.namespace,
+                        inventory.c.name,
+                        inventory.c.digest,
+                        inventory.c.generation,
+                    )
                 )
-                session.merge(status)
-            for key in deletes:
-                for model in (InventoryRow, ObjectStatusRow):
-                    session.exec(delete(model).where(  # type: ignore[call-overload]
-                        model.kind == key.kind, model.namespace == key.namespace, model.name == key.name))
-            session.merge(MetaRow(key="applied_revision", value=revision))
-            session.add(ReconcileRow(revision=revision, started_at=started_at, finished_at=now, result="applied",
-                                     summary=json.dumps(summary, sort_keys=True)))
-            session.flush()
-            keep = session.exec(select(ReconcileRow.id).order_by(ReconcileRow.id.desc()).limit(HISTORY_KEPT)).all()  # type: ignore[union-attr]
-            session.exec(delete(ReconcileRow).where(ReconcileRow.id.not_in(keep)))  # type: ignore[union-attr,call-overload]
+            }
+            touched = [item.key for item in upserts] + list(deletes)
+            for start in range(0, len(touched), 200):
+                chunk = touched[start : start + 200]
+                for table in (inventory, status):
+                    connection.execute(table.delete().where(_keys_match(table, chunk)))
+            rows, statuses = [], []
+            for item in upserts:
+                old_digest, old_generation = current.get(item.key, (None, 0))
+                generation = old_generation + (1 if old_digest != item.digest else 0)
+                identity = {"kind": item.key.kind, "namespace": item.key.namespace, "name": item.key.name}
+                rows.append(
+                    {
+                        **identity,
+                        "digest": item.digest,
+                        "applied_revision": revision,
+                        "generation": generation,
+                        "applied_at": now,
+                        "body": json.dumps(item.body, sort_keys=True, separators=(",", ":")),
+                    }
+                )
+                found = [{**c.as_json(), "observedGeneration": generation} for c in conditions.get(item.key, [])]
+                statuses.append(
+                    {
+                        **identity,
+                        "observed_generation": generation,
+                        "last_applied_revision": revision,
+                        "conditions": json.dumps(found),
+                        "updated_at": now,
+                    }
+                )
+            if rows:
+                connection.execute(inventory.insert(), rows)
+                connection.execute(status.insert(), statuses)
+            connection.execute(meta.delete().where(meta.c.key == "applied_revision"))
+            connection.execute(meta.insert(), [{"key": "applied_revision", "value": revision}])
+            connection.execute(
+                history.insert(),
+                [
+                    {
+                        "revision": revision,
+                        "started_at": started_at,
+                        "finished_at": now,
+                        "result": "applied",
+                        "summary": json.dumps(summary, sort_keys=True),
+                    }
+                ],
+            )
+            keep = [
+                r[0]
+                for r in connection.execute(sa_select(history.c.id).order_by(history.c.id.desc()).limit(HISTORY_KEPT))
+            ]
+            connection.execute(history.delete().where(history.c.id.not_in(keep)))
             session.commit()
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _keys_match(table: Any, keys: Sequence[ResourceKey]) -> Any:
+    return or_(*[and_(table.c.kind == k.kind, table.c.namespace == k.namespace, table.c.name == k.name) for k in keys])
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-_FIELDS = (
+_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
     ("minute", 0, 59, {}),
     ("hour", 0, 23, {}),
     ("day of month", 1, 31, {}),
@@ -16,9 +16,12 @@ _FIELDS = (
         "month",
         1,
         12,
-        {m: i + 1 for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split())},
+        {
+            m: i + 1
+            for i, m in enumerate(["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"])
+        },
     ),
-    ("day of week", 0, 7, {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())}),
+    ("day of week", 0, 7, {d: i for i, d in enumerate(["sun", "mon", "tue", "wed", "thu", "fri", "sat"])}),
 )
 _ITEM = re.compile(r"^(\*|[a-z0-9]+(?:-[a-z0-9]+)?)(?:/(\d+))?$")
 
@@ -40,9 +43,7 @@ def validate_cron(expression: str) -> str:
     """Return the expression with single spaces; raise CronError naming the bad field."""
     fields = expression.lower().split()
     if len(fields) != 5:
-        raise CronError(
-            f"cron needs exactly 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}"
-        )
+        raise CronError(f"cron needs exactly 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}")
     for text, (field, low, high, names) in zip(fields, _FIELDS, strict=True):
         for item in text.split(","):
             match = _ITEM.match(item)

@@ -17,7 +17,7 @@ from orlojd.core.documents import RawDocument, SourceFile, parse_file, too_large
 from orlojd.core.keys import ResourceKey
 from orlojd.core.manifests.base import ResourceKind
 from orlojd.core.manifests.registry import validate_object
-from orlojd.core.references import check_references, key_of
+from orlojd.core.references import Reference, check_references, key_of, references
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,7 @@ class LoadedObject:
     obj: ResourceKind
     digest: str
     body: dict[str, Any]
+    refs: tuple[Reference, ...]
     source: SourceFile
     index: int
 
@@ -84,7 +85,8 @@ def _object_diagnostics(document: RawDocument) -> tuple[LoadedObject | None, lis
     if result.obj is None:
         return None, found
     body = normalised(result.obj)
-    loaded = LoadedObject(key_of(result.obj), result.obj, digest_of(body), body, document.source, document.index)
+    refs = tuple(references(result.obj))
+    loaded = LoadedObject(key_of(result.obj), result.obj, digest_of(body), body, refs, document.source, document.index)
     return loaded, found
 
 
@@ -125,7 +127,7 @@ def assemble(results: Iterable[FileResult], *, resolve: bool = True) -> Desired:
     if resolve:
         models = {key: loaded.obj for key, loaded in desired.objects.items()}
         for loaded in desired.objects.values():
-            desired.diagnostics.extend(loaded.locate(p) for p in check_references(loaded.obj, models))
+            desired.diagnostics.extend(loaded.locate(p) for p in check_references(loaded.obj, loaded.refs, models))
     desired.diagnostics.sort(key=lambda d: (d.file, d.line, d.column, d.severity != Severity.ERROR))
     return desired
 

@@ -29,7 +29,7 @@ class _AliasBomb(Exception):
     pass
 
 
-class _ManifestLoader(_Loader):  # type: ignore[misc,valid-type]
+class _ManifestLoader(_Loader):  # type: ignore[misc]
     """Safe loader that refuses duplicate keys, counts alias reuse and keeps timestamps as text."""
 
     def __init__(self, stream: str) -> None:
@@ -147,7 +147,9 @@ def _expanded_size(value: Any, memo: dict[int, int]) -> int:
 def too_large(path: str, size: int) -> Diagnostic:
     return Diagnostic(
         f"file is {size:,} bytes; manifests are limited to {MAX_FILE_BYTES:,} bytes "
-        "(split it, or list it in .orlojignore)", path)
+        "(split it, or list it in .orlojignore)",
+        path,
+    )
 
 
 def parse_file(path: str, content: bytes) -> tuple[list[RawDocument], list[Diagnostic]]:
@@ -157,14 +159,16 @@ def parse_file(path: str, content: bytes) -> tuple[list[RawDocument], list[Diagn
     nul = content.find(b"\0")
     if nul >= 0:
         line, column = _line_of_offset(content, nul)
-        return [], [Diagnostic("binary file (contains a NUL byte), not YAML; list it in .orlojignore",
-                               path, line, column)]
+        return [], [
+            Diagnostic("binary file (contains a NUL byte), not YAML; list it in .orlojignore", path, line, column)
+        ]
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError as exc:
         line, column = _line_of_offset(content, exc.start)
-        return [], [Diagnostic(f"not valid UTF-8 (byte 0x{content[exc.start]:02x}); save the file as UTF-8",
-                               path, line, column)]
+        return [], [
+            Diagnostic(f"not valid UTF-8 (byte 0x{content[exc.start]:02x}); save the file as UTF-8", path, line, column)
+        ]
     text = text.removeprefix("\ufeff")
     source = SourceFile(path, text)
     documents: list[RawDocument] = []
@@ -182,9 +186,13 @@ def parse_file(path: str, content: bytes) -> tuple[list[RawDocument], list[Diagn
     except yaml.MarkedYAMLError as exc:
         return documents, [_yaml_diagnostic(path, text, exc)]
     except _AliasBomb:
-        return documents, [Diagnostic(
-            f"document {index + 1} expands to more than {MAX_EXPANDED_NODES:,} nodes through aliases, "
-            "or refers to itself (an alias bomb); write the values out instead of nesting anchors", path)]
+        return documents, [
+            Diagnostic(
+                f"document {index + 1} expands to more than {MAX_EXPANDED_NODES:,} nodes through aliases, "
+                "or refers to itself (an alias bomb); write the values out instead of nesting anchors",
+                path,
+            )
+        ]
     except (yaml.YAMLError, RecursionError, ValueError, TypeError) as exc:
         return documents, [Diagnostic(f"cannot read YAML: {type(exc).__name__}: {exc}", path)]
     finally:

@@ -57,8 +57,9 @@ def _orloj_global(policy: Body) -> bool:
     return bool(policy["spec"].get("applyMode") == "global")
 
 
-def effective(agent: Body, policies: Iterable[Body], orloj_policies: Iterable[Body],
-              endpoints: Mapping[ResourceKey, Body]) -> Effective:
+def effective(
+    agent: Body, policies: Iterable[Body], orloj_policies: Iterable[Body], endpoints: Mapping[ResourceKey, Body]
+) -> Effective:
     """Effective rights of one agent under the given policies."""
     spec, meta = agent["spec"], agent["metadata"]
     chosen = [p for p in policies if policy_selects(p, agent)]
@@ -74,7 +75,8 @@ def effective(agent: Body, policies: Iterable[Body], orloj_policies: Iterable[Bo
         if name in blocked or any(name not in allowed for allowed in allow_lists):
             continue
         pairs = {
-            pair for pair in _pairs(grant.get("permissions", []))
+            pair
+            for pair in _pairs(grant.get("permissions", []))
             if all(_matches(pair, ceiling) for ceiling in ceilings) and not _matches(pair, denied)
         }
         tools[name] = frozenset(pairs)
@@ -116,8 +118,9 @@ def _model(spec: Body, namespace: str, endpoints: Mapping[ResourceKey, Body]) ->
     return f"{endpoint['spec']['provider']}/{model}"
 
 
-def all_effective(bodies: Mapping[ResourceKey, Body], policy_bodies: Mapping[ResourceKey, Body] | None = None
-                  ) -> dict[str, Effective]:
+def all_effective(
+    bodies: Mapping[ResourceKey, Body], policy_bodies: Mapping[ResourceKey, Body] | None = None
+) -> dict[str, Effective]:
     """Effective rights of every Agent in ``bodies``; policies from ``policy_bodies`` if given."""
     source = bodies if policy_bodies is None else policy_bodies
     policies = [b for k, b in source.items() if k.kind == "Policy"]

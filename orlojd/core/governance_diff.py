@@ -89,7 +89,8 @@ def _agent(name: str, old: Effective | None, new: Effective | None) -> Iterator[
             yield GovernanceChange(name, f"model changed: {old.model} -> {new.model}", False, "model")
         if old.allowed_models != new.allowed_models:
             wider = new.allowed_models is None or (
-                old.allowed_models is not None and not new.allowed_models <= old.allowed_models)
+                old.allowed_models is not None and not new.allowed_models <= old.allowed_models
+            )
             shown = "any" if new.allowed_models is None else ", ".join(sorted(new.allowed_models)) or "none"
             yield GovernanceChange(name, f"allowed models now {shown}", wider, "model")
 
@@ -105,13 +106,18 @@ def compare_policies(before: Mapping[ResourceKey, Body], after: Mapping[Resource
         old, new = before.get(key), after.get(key)
         name = key.short
         if new is None:
-            out.append(GovernanceChange(None, f"{name} removed: its limits no longer apply (loosened)",
-                                        True, "policy", key.name))
+            out.append(
+                GovernanceChange(
+                    None, f"{name} removed: its limits no longer apply (loosened)", True, "policy", key.name
+                )
+            )
         elif old is None:
             out.append(GovernanceChange(None, f"{name} added (tightened)", False, "policy", key.name))
         elif old != new:
-            out.extend(GovernanceChange(None, f"{name}: {text}", wide, "policy", key.name)
-                       for text, wide in _policy_rules(old["spec"], new["spec"]))
+            out.extend(
+                GovernanceChange(None, f"{name}: {text}", wide, "policy", key.name)
+                for text, wide in _policy_rules(old["spec"], new["spec"])
+            )
     return out
 
 
@@ -143,8 +149,13 @@ def _policy_rules(old: Body, new: Body) -> Iterator[tuple[str, bool]]:
         before, after = old_budgets.get(budget), new_budgets.get(budget)
         if before != after:
             raised = after is None or (before is not None and after > before)
-            yield (f"{budget} {'raised' if raised else 'lowered'}: {_limit(before)} -> {_limit(after)} "
-                   f"({'loosened' if raised else 'tightened'})"), raised
+            yield (
+                (
+                    f"{budget} {'raised' if raised else 'lowered'}: {_limit(before)} -> {_limit(after)} "
+                    f"({'loosened' if raised else 'tightened'})"
+                ),
+                raised,
+            )
     if old.get("onDeny") != new.get("onDeny"):
         wider = new.get("onDeny") == "return_to_model"
         yield f"onDeny {old.get('onDeny')} -> {new.get('onDeny')}", wider

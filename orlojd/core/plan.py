@@ -25,12 +25,22 @@ from orlojd.core.diagnostics import format_path
 from orlojd.core.keys import ResourceKey
 
 STAGES: dict[str, int] = {
-    "Policy": 0, "AgentPolicy": 0, "AgentRole": 0, "ToolPermission": 0,
-    "ModelEndpoint": 1, "Secret": 1, "Memory": 1, "McpServer": 1, "Worker": 1,
+    "Policy": 0,
+    "AgentPolicy": 0,
+    "AgentRole": 0,
+    "ToolPermission": 0,
+    "ModelEndpoint": 1,
+    "Secret": 1,
+    "Memory": 1,
+    "McpServer": 1,
+    "Worker": 1,
     "Tool": 2,
     "Agent": 3,
     "AgentSystem": 4,
-    "Task": 5, "TaskSchedule": 5, "TaskWebhook": 5, "ToolApproval": 5,
+    "Task": 5,
+    "TaskSchedule": 5,
+    "TaskWebhook": 5,
+    "ToolApproval": 5,
 }
 
 
@@ -112,7 +122,7 @@ def diff_fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[FieldCh
     delta = DeepDiff(old, new, view="tree", ignore_order=False, threshold_to_diff_deeper=0)
     out: list[FieldChange] = []
     for report, levels in delta.items():
-        op = ("added" if report.endswith("_added") else "removed" if report.endswith("_removed") else "changed")
+        op = "added" if report.endswith("_added") else "removed" if report.endswith("_removed") else "changed"
         for level in levels:
             path = format_path(tuple(level.path(output_format="list")))
             old_value = None if op == "added" else _plain(level.t1)
@@ -170,7 +180,7 @@ def _find_cycle(stuck: set[ResourceKey], refs: Mapping[ResourceKey, Sequence[Res
         seen[node] = len(path)
         path.append(node)
         node = min(t for t in refs.get(node, ()) if t in stuck)
-    return [*path[seen[node]:], node]
+    return [*path[seen[node] :], node]
 
 
 def plan(
@@ -204,8 +214,9 @@ def plan(
         elif annotation == PRUNE_DISABLED:
             deletions.append(Change(key, Action.SKIPPED, removed, f"annotation {PRUNE}: {PRUNE_DISABLED}"))
         elif annotation == PRUNE_CONFIRM and not prune.confirmed:
-            deletions.append(Change(key, Action.SKIPPED, removed,
-                                    f"annotation {PRUNE}: {PRUNE_CONFIRM}; rerun with --confirm-prune"))
+            deletions.append(
+                Change(key, Action.SKIPPED, removed, f"annotation {PRUNE}: {PRUNE_CONFIRM}; rerun with --confirm-prune")
+            )
         else:
             deletions.append(Change(key, Action.DELETED, removed))
     deleting = sum(1 for c in deletions if c.action is Action.DELETED)
@@ -213,9 +224,11 @@ def plan(
         if not desired:
             errors.append(
                 f"refusing to delete all {deleting} applied objects: the revision declares none "
-                "(a vanished folder or a bad path?); rerun with --confirm-prune if that is intended")
+                "(a vanished folder or a bad path?); rerun with --confirm-prune if that is intended"
+            )
         elif deleting > prune.max_count or deleting * 100 > prune.max_percent * max(len(actual), 1):
             errors.append(
                 f"circuit breaker: this revision deletes {deleting} of {len(actual)} applied objects, over the "
-                f"limit of {prune.max_percent}% or {prune.max_count}; review it, then rerun with --confirm-prune")
+                f"limit of {prune.max_percent}% or {prune.max_count}; review it, then rerun with --confirm-prune"
+            )
     return Plan(tuple(changes + deletions), tuple(errors))

@@ -7,7 +7,7 @@ detects cycles from the same list, so there is one definition of "refers to".
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from orlojd.core.diagnostics import Path, Problem
@@ -86,13 +86,17 @@ def references(obj: ResourceKind) -> Iterator[Reference]:
             yield from ref("Secret", obj.spec.auth.secret_ref, "auth", "secretRef")
 
 
-def check_references(obj: ResourceKind, objects: Mapping[ResourceKey, ResourceKind]) -> Iterator[Problem]:
-    """Dangling references of ``obj``, and references that point at the wrong sort of object."""
-    for reference in references(obj):
+def check_references(
+    obj: ResourceKind, refs: Iterable[Reference], objects: Mapping[ResourceKey, ResourceKind]
+) -> Iterator[Problem]:
+    """Dangling references among ``refs`` (those of ``obj``), and references to the wrong sort of object."""
+    for reference in refs:
         target = objects.get(reference.target)
         if target is None:
-            where = "" if reference.target.namespace == obj.metadata.namespace else (
-                f" in namespace {reference.target.namespace!r}"
+            where = (
+                ""
+                if reference.target.namespace == obj.metadata.namespace
+                else (f" in namespace {reference.target.namespace!r}")
             )
             yield Problem(
                 f"{reference.target.kind} {reference.target.name!r}{where} does not exist; "

@@ -18,7 +18,7 @@ from orlojd.adapters.store import Store, Upsert
 from orlojd.core.conditions import applied_conditions
 from orlojd.core.desired import load_file
 from orlojd.core.plan import Action
-from orlojd.engine.planning import PlannedRevision, plan_revision
+from orlojd.engine.planning import PlannedRevision, Planner
 from orlojd.engine.workspace import Workspace
 from orlojd.errors import OrlojError
 from orlojd.render import FORMAT_VERSION
@@ -40,25 +40,38 @@ def check_saved_plan(saved_path: Path, planned: PlannedRevision) -> None:
     try:
         saved: dict[str, Any] = json.loads(saved_path.read_text())
     except (OSError, ValueError) as exc:
-        raise ApplyRefused(f"cannot read saved plan {saved_path}: {exc}",
-                           "write one with: orlojd plan --out FILE") from None
+        raise ApplyRefused(
+            f"cannot read saved plan {saved_path}: {exc}", "write one with: orlojd plan --out FILE"
+        ) from None
     if saved.get("format_version") != FORMAT_VERSION or saved.get("mode") != "inventory":
-        raise ApplyRefused(f"{saved_path} is not a saved inventory plan (format_version {FORMAT_VERSION})",
-                           "write one with: orlojd plan --out FILE")
+        raise ApplyRefused(
+            f"{saved_path} is not a saved inventory plan (format_version {FORMAT_VERSION})",
+            "write one with: orlojd plan --out FILE",
+        )
     report = planned.report
     if saved.get("head") != report.head:
-        raise ApplyRefused(f"the saved plan is for {str(saved.get('head'))[:12]}, but the revision is now "
-                           f"{report.head[:12]}", "make a new plan and review it")
+        raise ApplyRefused(
+            f"the saved plan is for {str(saved.get('head'))[:12]}, but the revision is now {report.head[:12]}",
+            "make a new plan and review it",
+        )
     if saved.get("inventory_fingerprint") != report.fingerprint:
-        raise ApplyRefused("the applied inventory changed since the plan was saved (another apply ran)",
-                           "make a new plan and review it")
+        raise ApplyRefused(
+            "the applied inventory changed since the plan was saved (another apply ran)",
+            "make a new plan and review it",
+        )
 
 
-def apply_revision(ws: Workspace, store: Store, rev: str, confirm_prune: bool = False,
-                   saved_plan: Path | None = None) -> ApplyResult:
+def apply_revision(
+    ws: Workspace,
+    store: Store,
+    rev: str,
+    confirm_prune: bool = False,
+    saved_plan: Path | None = None,
+    planner: Planner | None = None,
+) -> ApplyResult:
     """Apply the commit ``rev``; return whether anything was written."""
     started = clock.now()
-    planned = plan_revision(ws, store, rev, confirm_prune)
+    planned = (planner or Planner(ws, store)).plan(rev, confirm_prune)
     report = planned.report
     if report.plan.errors:
         raise ApplyRefused("apply refused:\n  " + "\n  ".join(report.plan.errors))
@@ -94,15 +107,19 @@ def _target_path(ws: Workspace, file: Path) -> str:
     head, _ = load_revision(ws.path, "HEAD", resolve=False)
     homes = {head.objects[o.key].file for o in result.objects if o.key in head.objects}
     if len(homes) > 1:
-        raise ApplyRefused(f"the objects in {file} live in several files: {', '.join(sorted(homes))}",
-                           "edit those files in git instead")
+        raise ApplyRefused(
+            f"the objects in {file} live in several files: {', '.join(sorted(homes))}",
+            "edit those files in git instead",
+        )
     if homes:
         home = homes.pop()
         declared = [k for k, lo in head.objects.items() if lo.file == home]
         if len(declared) > len(result.objects):
-            raise ApplyRefused(f"{home} declares more objects than {file}; replacing it would delete them",
-                               f"edit {home} in git instead")
-        return home[len(_display(ws)):]
+            raise ApplyRefused(
+                f"{home} declares more objects than {file}; replacing it would delete them",
+                f"edit {home} in git instead",
+            )
+        return home[len(_display(ws)) :]
     first = result.objects[0].key
     folder = f"{first.kind.lower()}s" if first.namespace == "default" else f"{first.namespace}/{first.kind.lower()}s"
     return f"{folder}/{first.name}.yaml" if len(result.objects) == 1 else file.name
@@ -126,6 +143,15 @@ def commit_manifest(ws: Workspace, file: Path) -> str:
     gitrepo.run_git(ws.repo, "add", "--", inside)
     staged = gitrepo.run_git(ws.repo, "diff", "--cached", "--name-only", "--", inside).strip()
     if staged:
-        gitrepo.run_git(ws.repo, *gitrepo.identity_args(ws.repo, "orlojd"), "commit", "--quiet",
-                        "--no-gpg-sign", "-m", f"orlojd apply -f: {names}", "--", inside)
+        gitrepo.run_git(
+            ws.repo,
+            *gitrepo.identity_args(ws.repo, "orlojd"),
+            "commit",
+            "--quiet",
+            "--no-gpg-sign",
+            "-m",
+            f"orlojd apply -f: {names}",
+            "--",
+            inside,
+        )
     return gitrepo.run_git(ws.repo, "rev-parse", "HEAD").decode().strip()

@@ -1,8 +1,11 @@
 """Plans: a revision against the applied inventory, or a pull request's head against its base.
 
 Each function lists its steps; the pure core decides (core.plan, core.effective,
-core.governance_diff). A pull-request plan (``plan_pull_request``) reads two commits
-and nothing else: no store, no writes, policies taken from the base revision.
+core.governance_diff). A ``Planner`` keeps the last loaded commit, so the next plan
+reads and parses only the paths ``git diff --name-only`` names, and reads from the
+store only digests plus the bodies of objects that changed. A pull-request plan
+(``plan_pull_request``) reads two commits and nothing else: no store, no writes,
+policies taken from the base revision.
 """
 
 from __future__ import annotations
@@ -11,19 +14,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from orlojd.adapters.store import InventoryRecord, Store
+from orlojd.adapters.store import Store
 from orlojd.core.desired import Desired
 from orlojd.core.effective import all_effective
 from orlojd.core.governance_diff import GovernanceChange, compare_agents, compare_policies
 from orlojd.core.keys import ResourceKey
 from orlojd.core.manifests.tools import Secret
 from orlojd.core.plan import Entry, Plan, PruneOptions, plan
-from orlojd.core.references import references
 from orlojd.engine.workspace import Workspace, fingerprint
 from orlojd.render import PlanReport
-from orlojd.sources import load_revision
+from orlojd.sources import LoadedRevision, load_incremental, load_revision
 
 Bodies = Mapping[ResourceKey, Mapping[str, Any]]
+GOVERNING_KINDS = frozenset({"Policy", "AgentPolicy", "ModelEndpoint"})
+"""Kinds whose change can alter any agent's effective rights."""
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,6 @@ class PlannedRevision:
 
     report: PlanReport
     desired: Desired
-    inventory: dict[ResourceKey, InventoryRecord]
 
 
 def _entries(desired: Desired) -> dict[ResourceKey, Entry]:
@@ -40,7 +43,7 @@ def _entries(desired: Desired) -> dict[ResourceKey, Entry]:
 
 
 def _refs(desired: Desired) -> dict[ResourceKey, list[ResourceKey]]:
-    return {k: [r.target for r in references(lo.obj)] for k, lo in desired.objects.items()}
+    return {k: [r.target for r in lo.refs] for k, lo in desired.objects.items()}
 
 
 def _invalid(desired: Desired) -> tuple[str, ...]:
@@ -58,6 +61,11 @@ def _literal_secrets(desired: Desired, allowed: bool) -> tuple[str, ...]:
     )
 
 
+def _prune(ws: Workspace, confirmed: bool) -> PruneOptions:
+    prune = ws.settings.prune
+    return PruneOptions(prune.enabled, confirmed, prune.max_delete_percent, prune.max_delete_count)
+
+
 def governance(before: Bodies, after: Bodies) -> list[GovernanceChange]:
     """Agents' effective rights before and after, each side under its own policies."""
     return compare_agents(all_effective(before), all_effective(after)) + compare_policies(before, after)
@@ -68,31 +76,61 @@ def pull_request_governance(base: Bodies, head: Bodies) -> list[GovernanceChange
     judged = all_effective(head, policy_bodies=base)
     main = compare_agents(all_effective(base), judged)
     pending = compare_agents(judged, all_effective(head)) + compare_policies(base, head)
-    return main + [GovernanceChange(g.agent, g.change, g.widening, g.category, g.policy, pending=True)
-                   for g in pending]
+    return main + [GovernanceChange(g.agent, g.change, g.widening, g.category, g.policy, pending=True) for g in pending]
+
+
+class Planner:
+    """Plans successive revisions of one workspace against its store, reusing what it read."""
+
+    def __init__(self, ws: Workspace, store: Store) -> None:
+        self.ws = ws
+        self.store = store
+        self.loaded: LoadedRevision | None = None
+
+    def plan(self, rev: str, confirm_prune: bool = False) -> PlannedRevision:
+        self.loaded = load_incremental(self.ws.path, rev, self.loaded)
+        desired, commit = self.loaded.desired, self.loaded.commit
+        digests = self.store.inventory_digests_all()
+        applied = self.store.applied_revision_one()
+        warnings = tuple(d.format() for d in desired.warnings)
+        if not desired.ok:
+            report = PlanReport(
+                Plan((), _invalid(desired)), (), applied, commit, "inventory", fingerprint(digests, applied), warnings
+            )
+            return PlannedRevision(report, desired)
+        changed = {k for k, lo in desired.objects.items() if digests.get(k) != lo.digest}
+        changed |= {k for k in digests if k not in desired.objects}
+        broad = any(k.kind in GOVERNING_KINDS for k in changed)
+        kinds = {"Agent", *GOVERNING_KINDS} if broad else set(GOVERNING_KINDS)
+        old_bodies = self.store.inventory_bodies_some(changed & digests.keys(), kinds)
+        actual = {k: Entry(k, d, old_bodies.get(k, {})) for k, d in digests.items()}
+        result = plan(_entries(desired), actual, _refs(desired), _prune(self.ws, confirm_prune))
+        result = Plan(result.changes, result.errors + _literal_secrets(desired, self.ws.settings.secrets.allow_literal))
+        agents = None if broad else {k for k in changed if k.kind == "Agent"}
+        before = {k: b for k, b in old_bodies.items() if _governs(k, agents)}
+        after = {k: lo.body for k, lo in desired.objects.items() if _governs(k, agents)}
+        report = PlanReport(
+            result,
+            tuple(governance(before, after)),
+            applied,
+            commit,
+            "inventory",
+            fingerprint(digests, applied),
+            warnings,
+        )
+        return PlannedRevision(report, desired)
+
+
+def _governs(key: ResourceKey, agents: set[ResourceKey] | None) -> bool:
+    """Bodies the governance diff needs: governing kinds, and the agents that may have changed."""
+    if key.kind in GOVERNING_KINDS:
+        return True
+    return key.kind == "Agent" and (agents is None or key in agents)
 
 
 def plan_revision(ws: Workspace, store: Store, rev: str, confirm_prune: bool = False) -> PlannedRevision:
-    """The commit ``rev`` against the applied inventory in ``store``."""
-    desired, snapshot = load_revision(ws.path, rev)
-    inventory = store.inventory_all()
-    applied = store.applied_revision_one()
-    assert snapshot.commit is not None
-    prune = PruneOptions(ws.settings.prune.enabled, confirm_prune, ws.settings.prune.max_delete_percent,
-                         ws.settings.prune.max_delete_count)
-    if not desired.ok:
-        result = Plan((), _invalid(desired))
-        changes: list[GovernanceChange] = []
-    else:
-        actual = {k: Entry(k, r.digest, r.body) for k, r in inventory.items()}
-        result = plan(_entries(desired), actual, _refs(desired), prune)
-        result = Plan(result.changes, result.errors + _literal_secrets(desired, ws.settings.secrets.allow_literal))
-        before = {k: r.body for k, r in inventory.items()}
-        after = {k: lo.body for k, lo in desired.objects.items()}
-        changes = governance(before, after)
-    report = PlanReport(result, tuple(changes), applied, snapshot.commit, "inventory",
-                        fingerprint(inventory, applied), tuple(d.format() for d in desired.warnings))
-    return PlannedRevision(report, desired, inventory)
+    """The commit ``rev`` against the applied inventory in ``store`` (a cold, one-off Planner)."""
+    return Planner(ws, store).plan(rev, confirm_prune)
 
 
 def plan_pull_request(ws: Workspace, base: str, head: str) -> PlanReport:
@@ -102,11 +140,10 @@ def plan_pull_request(ws: Workspace, base: str, head: str) -> PlanReport:
     assert base_snap.commit is not None and head_snap.commit is not None
     warnings = tuple(d.format() for d in head_desired.warnings)
     if not head_desired.ok:
-        return PlanReport(Plan((), _invalid(head_desired)), (), base_snap.commit, head_snap.commit,
-                          "pull_request", None, warnings)
-    prune = PruneOptions(ws.settings.prune.enabled, False, ws.settings.prune.max_delete_percent,
-                         ws.settings.prune.max_delete_count)
-    result = plan(_entries(head_desired), _entries(base_desired), _refs(head_desired), prune)
+        return PlanReport(
+            Plan((), _invalid(head_desired)), (), base_snap.commit, head_snap.commit, "pull_request", None, warnings
+        )
+    result = plan(_entries(head_desired), _entries(base_desired), _refs(head_desired), _prune(ws, False))
     result = Plan(result.changes, result.errors + _literal_secrets(head_desired, ws.settings.secrets.allow_literal))
     base_bodies = {k: lo.body for k, lo in base_desired.objects.items()}
     head_bodies = {k: lo.body for k, lo in head_desired.objects.items()}

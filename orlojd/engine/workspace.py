@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orlojd.adapters import gitrepo
-from orlojd.adapters.store import InventoryRecord, Store, sqlite_url
+from orlojd.adapters.store import Store, sqlite_url
 from orlojd.core.keys import ResourceKey
 from orlojd.settings import Settings, load_settings
 
@@ -37,7 +37,7 @@ def open_workspace(path: Path, db: str | None = None) -> Workspace:
     return Workspace(path, repo, prefix, settings, url)
 
 
-def fingerprint(inventory: Mapping[ResourceKey, InventoryRecord], applied: str | None) -> str:
+def fingerprint(digests: Mapping[ResourceKey, str], applied: str | None) -> str:
     """sha256 over the applied revision and every (identity, digest): moves whenever the inventory does."""
-    lines = [f"revision={applied or ''}"] + sorted(f"{key}={rec.digest}" for key, rec in inventory.items())
+    lines = [f"revision={applied or ''}", *sorted(f"{key}={digest}" for key, digest in digests.items())]
     return "sha256:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()

@@ -135,9 +135,7 @@ class AgentSpec(OrlojModel):
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     limits: AgentLimits = Field(default_factory=AgentLimits)
     memory: AgentMemory | None = inert("Orloj agent memory; kept, not used by orlojd yet", default=None)
-    execution: AgentExecution | None = inert(
-        "Orloj execution contract; kept, not enforced by orlojd yet", default=None
-    )
+    execution: AgentExecution | None = inert("Orloj execution contract; kept, not enforced by orlojd yet", default=None)
 
     @model_validator(mode="after")
     def _needs_a_model(self) -> AgentSpec:

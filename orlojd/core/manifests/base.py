@@ -62,9 +62,7 @@ class OrlojModel(BaseModel):
             if snake != canonical:
                 aliases[snake] = canonical
         for orloj, canonical in _SPECIAL_ALIASES.items():
-            if canonical in aliases.values() or canonical in {
-                (i.alias or n) for n, i in cls.model_fields.items()
-            }:
+            if canonical in aliases.values() or canonical in {(i.alias or n) for n, i in cls.model_fields.items()}:
                 aliases[orloj] = canonical
         return aliases
 

@@ -103,8 +103,9 @@ def validate_object(doc: object) -> Validated:
 
 def _raw_name(doc: dict[Any, Any]) -> str:
     metadata = doc.get("metadata")
-    if isinstance(metadata, dict) and isinstance(metadata.get("name"), str):
-        return metadata["name"]
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    if isinstance(name, str):
+        return name
     return ""
 
 
@@ -177,14 +178,15 @@ def _models_in(annotation: Any) -> Iterator[type[BaseModel]]:
 def _warnings(obj: ResourceKind) -> Iterator[Problem]:
     kind = obj.kind
     if kind in INERT_KINDS:
-        yield Problem(f"kind {kind} is kept and planned, but orlojd does not act on it yet", ("kind",),
-                      Severity.WARNING)
+        yield Problem(
+            f"kind {kind} is kept and planned, but orlojd does not act on it yet", ("kind",), Severity.WARNING
+        )
     yield from _inert_fields(obj, ())
     if isinstance(obj, Secret) and obj.spec.is_literal:
         field = "stringData" if obj.spec.string_data is not None else "data"
         yield Problem(
-            f"literal secret value committed to git; move it to 'env', 'file' or 'systemdCredential'. "
-            f"apply refuses it unless orlojd.yaml sets secrets.allowLiteral: true",
+            "literal secret value committed to git; move it to 'env', 'file' or 'systemdCredential'. "
+            "apply refuses it unless orlojd.yaml sets secrets.allowLiteral: true",
             ("spec", field),
             Severity.WARNING,
         )
