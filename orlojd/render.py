@@ -101,7 +101,8 @@ def render_text(report: PlanReport, colour: bool = False, show_unchanged: bool =
         out.append(paint(_COLOUR.get(change.action, "0"), label))
         if change.action is Action.CONFIGURED:
             out.extend("    " + _field_line(f) for f in change.diff)
-    if not report.plan.has_changes and not any(c.action is Action.SKIPPED for c in report.plan.changes):
+    quiet = not report.plan.has_changes and not any(c.action is Action.SKIPPED for c in report.plan.changes)
+    if quiet and not report.plan.errors:
         out.append("No changes. The applied state matches the revision.")
     if report.governance:
         out += ["", "Governance:"]

@@ -58,6 +58,7 @@ def references(obj: ResourceKind) -> Iterator[Reference]:
         if obj.spec.auth is not None:
             yield from ref("Secret", obj.spec.auth.secret_ref, "auth", "secretRef")
         yield from ref("McpServer", obj.spec.mcp_server_ref, "mcpServerRef")
+        yield from ref("Agent", obj.spec.agent_ref, "agentRef")
     elif isinstance(obj, ModelEndpoint):
         if obj.spec.auth is not None:
             yield from ref("Secret", obj.spec.auth.secret_ref, "auth", "secretRef")

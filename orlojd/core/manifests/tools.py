@@ -63,7 +63,7 @@ class ToolAuth(OrlojModel):
 class ToolSpec(OrlojModel):
     """A callable tool and the (access, resource) pairs every call to it needs."""
 
-    type: Literal["http", "external", "grpc", "webhook-callback", "queue", "mcp", "wasm", "builtin"] = "http"
+    type: Literal["http", "external", "grpc", "webhook-callback", "queue", "mcp", "wasm", "builtin", "agent"] = "http"
     endpoint: str | None = None
     description: str = ""
     input_schema: dict[str, Any] = Field(default_factory=dict)
@@ -75,6 +75,9 @@ class ToolSpec(OrlojModel):
     risk_level: RiskLevel = RiskLevel.LOW
     runtime: ToolRuntime = Field(default_factory=ToolRuntime)
     auth: ToolAuth | None = None
+    agent_ref: RefName | None = Field(
+        default=None, description="For type 'agent': the Agent this tool delegates to (agent as a tool)"
+    )
     mcp_server_ref: RefName | None = inert("Orloj MCP server link; kept, not used yet", default=None)
     mcp_tool_name: str | None = inert("Orloj MCP tool name; kept, not used yet", default=None)
 
@@ -82,6 +85,8 @@ class ToolSpec(OrlojModel):
     def _type_needs(self) -> ToolSpec:
         if self.type == "mcp" and not (self.mcp_server_ref and self.mcp_tool_name):
             raise ValueError("a tool of type 'mcp' needs 'mcpServerRef' and 'mcpToolName'")
+        if (self.type == "agent") != (self.agent_ref is not None):
+            raise ValueError("'agentRef' goes with type 'agent', and a tool of type 'agent' needs 'agentRef'")
         return self
 
 
