@@ -54,6 +54,10 @@ def _root(
     """GitOps for AI agents: git is the system of record for agents, tools, permissions and budgets."""
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def fail(message: str, hint: str = "", code: int = 1) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     if hint:
@@ -94,8 +98,8 @@ def validate(
             typer.echo(diagnostic.format())
         verdict = "valid" if desired.ok else "invalid"
         typer.echo(
-            f"{verdict}: {len(desired.objects)} objects in {desired.files} files, "
-            f"{len(desired.errors)} errors, {len(desired.warnings)} warnings"
+            f"{verdict}: {_count(len(desired.objects), 'object')} in {_count(desired.files, 'file')}, "
+            f"{_count(len(desired.errors), 'error')}, {_count(len(desired.warnings), 'warning')}"
             + (f" (revision {snapshot.commit[:12]})" if snapshot.commit else "")
         )
     raise typer.Exit(0 if desired.ok else 1)

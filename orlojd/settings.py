@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orlojd.core.desired import locate
-from orlojd.core.diagnostics import Diagnostic, Problem
+from orlojd.core.diagnostics import Diagnostic
 from orlojd.core.documents import parse_file
 from orlojd.core.manifests.registry import problems_from_validation
 from orlojd.errors import ConfigError
@@ -60,25 +60,32 @@ class Settings(Group):
     log: LogSettings = Field(default_factory=LogSettings)
 
 
+def parse_settings(display: str, content: bytes) -> tuple[Settings | None, list[Diagnostic]]:
+    """Settings from the bytes of an orlojd.yaml; every problem as a Diagnostic with its line."""
+    documents, diagnostics = parse_file(display, content)
+    if diagnostics:
+        return None, diagnostics
+    if not documents:
+        return Settings(), []
+    document = documents[0]
+    try:
+        return Settings.model_validate(document.data), []
+    except ValidationError as exc:
+        return None, [
+            locate(document.source, document.index, problem, "", "")
+            for problem in problems_from_validation(exc, Settings)
+        ]
+
+
 def load_settings(root: Path) -> Settings:
     """Settings from ``root/orlojd.yaml``; defaults when the file is absent."""
     path = root / CONFIG_FILE
     if not path.is_file():
         return Settings()
-    documents, diagnostics = parse_file(str(path), path.read_bytes())
-    if diagnostics:
-        raise ConfigError(diagnostics[0].format())
-    if not documents:
-        return Settings()
-    document = documents[0]
-    try:
-        return Settings.model_validate(document.data)
-    except ValidationError as exc:
-        found: list[Diagnostic] = [
-            locate(document.source, document.index, problem, "", "")
-            for problem in problems_from_validation(exc, Settings)
-        ]
-        raise ConfigError("\n".join(d.format() for d in found), "see the comments in orlojd.yaml") from None
+    settings, found = parse_settings(str(path), path.read_bytes())
+    if settings is None:
+        raise ConfigError("\n".join(d.format() for d in found), "see the comments in orlojd.yaml")
+    return settings
 
 
-__all__ = ["CONFIG_FILE", "Problem", "Settings", "load_settings"]
+__all__ = ["CONFIG_FILE", "Settings", "load_settings", "parse_settings"]

@@ -18,6 +18,7 @@ from orlojd.core.desired import Desired, FileResult, assemble, load_file
 from orlojd.core.documents import MAX_FILE_BYTES
 from orlojd.core.selection import IGNORE_FILE, select
 from orlojd.errors import OrlojError
+from orlojd.settings import CONFIG_FILE, parse_settings
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,17 @@ def _load_full(path: Path, repo: Path, prefix: str, commit: str, display: str, r
 
 
 def load(path: Path, rev: str | None = None, *, resolve: bool = True) -> tuple[Desired, Snapshot]:
-    """Working tree when ``rev`` is None, otherwise the commit ``rev``."""
+    """Working tree when ``rev`` is None, otherwise the commit ``rev``; orlojd.yaml is checked too."""
     if rev is None:
-        return load_worktree(path, resolve=resolve)
-    return load_revision(path, rev, resolve=resolve)
+        desired, snapshot = load_worktree(path, resolve=resolve)
+        config = (path if path.is_dir() else path.parent) / CONFIG_FILE
+        content = config.read_bytes() if config.is_file() else None
+    else:
+        desired, snapshot = load_revision(path, rev, resolve=resolve)
+        assert snapshot.repo is not None and snapshot.commit is not None
+        found = gitrepo.read_paths(snapshot.repo, snapshot.commit, [snapshot.prefix + CONFIG_FILE], MAX_FILE_BYTES)
+        entry = found.get(snapshot.prefix + CONFIG_FILE)
+        content = entry[0] if entry is not None else None
+    if content is not None:
+        desired.diagnostics.extend(parse_settings(snapshot.display + CONFIG_FILE, content)[1])
+    return desired, snapshot
