@@ -68,14 +68,19 @@ def _tool_name_to_grant(value: Any) -> Any:
     return value
 
 
-class AgentGovernance(OrlojModel):
-    """Limits the runtime enforces before every call; a Policy can only tighten them."""
+class Budgets(OrlojModel):
+    """Token and cost limits, each optional (None: no limit). Agents and Policies share them."""
 
     max_tokens_per_minute: Annotated[int, Field(ge=1)] | None = None
     max_tokens_per_run: Annotated[int, Field(ge=1)] | None = None
     max_tokens_per_day: Annotated[int, Field(ge=1)] | None = None
     max_cost_per_run: Annotated[float, Field(gt=0)] | None = None
     max_cost_per_day: Annotated[float, Field(gt=0)] | None = None
+
+
+class AgentGovernance(Budgets):
+    """Limits the runtime enforces before every call; a Policy can only tighten them."""
+
     require_approval: list[PermissionEntry] = Field(default_factory=list)
     audit_log: bool = True
 

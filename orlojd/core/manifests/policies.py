@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from orlojd.core.durations import Duration
+from orlojd.core.manifests.agents import Budgets
 from orlojd.core.manifests.base import OrlojModel, PermissionEntry, RefName, ResourceKind
 
 
@@ -25,12 +26,9 @@ class PolicySelector(OrlojModel):
     match_labels: dict[str, str] = Field(default_factory=dict)
 
 
-class PolicyBudgets(OrlojModel):
-    max_tokens_per_minute: Annotated[int, Field(ge=1)] | None = None
-    max_tokens_per_run: Annotated[int, Field(ge=1)] | None = None
-    max_tokens_per_day: Annotated[int, Field(ge=1)] | None = None
-    max_cost_per_run: Annotated[float, Field(gt=0)] | None = None
-    max_cost_per_day: Annotated[float, Field(gt=0)] | None = None
+class PolicyBudgets(Budgets):
+    """Budgets a Policy imposes; the effective limit is the minimum over agent and policies."""
+
     soft_threshold: Annotated[float, Field(gt=0, le=1)] = 0.8
     on_exceeded: Literal["fail", "wait"] = "fail"
 
