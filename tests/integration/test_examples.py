@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 POLICIES = ROOT / "policies"
 SCHEMAS = EXAMPLES / "schemas"
+ROOT_SCHEMAS = EXAMPLES.parent / "schemas"
 EXAMPLE_NAMES = ["single-agent", "multi-agent", "regulated"]
 POLICY_NAMES = ["financial-services", "healthcare", "eu-ai-act-high-risk", "soc2-baseline"]
 MODELINE = re.compile(r"^# yaml-language-server: \$schema=(?P<target>\S+)$")
@@ -88,9 +89,10 @@ def test_example_modeline_points_at_an_existing_schema(path: Path) -> None:
     assert target.name == expected, f"{path}: modeline names {target.name}, expected {expected}"
 
 
-def test_example_schemas_are_current() -> None:
-    """examples/schemas is what `orlojd schema --out examples/schemas` writes for today's models."""
+@pytest.mark.parametrize("folder", [SCHEMAS, ROOT_SCHEMAS], ids=["examples/schemas", "schemas"])
+def test_committed_schemas_are_current(folder: Path) -> None:
+    """examples/schemas and schemas/ (for policies/) are what `orlojd schema --out` writes today."""
     expected = {file_name(kind): schema for kind, schema in all_schemas().items()}
     expected["manifest.json"] = any_kind_schema()
-    on_disk = {p.name: json.loads(p.read_text()) for p in SCHEMAS.glob("*.json")}
-    assert on_disk == expected, "stale schemas: run .venv/bin/orlojd schema --out examples/schemas"
+    on_disk = {p.name: json.loads(p.read_text()) for p in folder.glob("*.json")}
+    assert on_disk == expected, f"stale schemas: run .venv/bin/orlojd schema --out {folder.name}"

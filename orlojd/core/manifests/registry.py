@@ -192,17 +192,30 @@ def _warnings(obj: ResourceKind) -> Iterator[Problem]:
         )
 
 
-def _inert_fields(model: BaseModel, path: Path) -> Iterator[Problem]:
-    for name in model.model_fields_set:
-        info = type(model).model_fields[name]
-        alias = info.alias or name
-        value = getattr(model, name)
+@cache
+def _inert_plan(cls: type[BaseModel]) -> tuple[tuple[str, str, bool], ...]:
+    """(field, alias, is_inert) for the fields of ``cls`` that are inert or can hold inert fields."""
+    plan: list[tuple[str, str, bool]] = []
+    for name, info in cls.model_fields.items():
         extra = info.json_schema_extra
-        if isinstance(extra, dict) and extra.get(INERT) and value is not None:
-            reason = info.description or "kept, not acted on yet"
-            yield Problem(f"field is {reason}", (*path, alias), Severity.WARNING)
+        if isinstance(extra, dict) and extra.get(INERT):
+            plan.append((name, info.alias or name, True))
+        elif any(inner is not cls and _inert_plan(inner) for inner in _models_in(info.annotation)):
+            plan.append((name, info.alias or name, False))
+    return tuple(plan)
+
+
+def _inert_fields(model: BaseModel, path: Path) -> Iterator[Problem]:
+    """Warnings for inert fields the manifest sets; walks only where such fields can be."""
+    for name, alias, is_inert in _inert_plan(type(model)):
+        value = getattr(model, name)
+        if value is None:
             continue
-        if isinstance(value, BaseModel):
+        if is_inert:
+            if name in model.model_fields_set:
+                reason = type(model).model_fields[name].description or "kept, not acted on yet"
+                yield Problem(f"field is {reason}", (*path, alias), Severity.WARNING)
+        elif isinstance(value, BaseModel):
             yield from _inert_fields(value, (*path, alias))
         elif isinstance(value, list):
             for index, item in enumerate(value):
