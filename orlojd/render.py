@@ -92,8 +92,6 @@ def render_text(report: PlanReport, colour: bool = False, show_unchanged: bool =
     for warning in report.warnings:
         out.append(paint("33", f"warning: {warning}"))
     for change in report.plan.changes:
-        if change.action is Action.UNCHANGED and not show_unchanged:
-            continue
         symbol = _SYMBOL[change.action]
         label = f"{symbol} {change.key.short}"
         if change.action is Action.SKIPPED:
@@ -101,6 +99,8 @@ def render_text(report: PlanReport, colour: bool = False, show_unchanged: bool =
         out.append(paint(_COLOUR.get(change.action, "0"), label))
         if change.action is Action.CONFIGURED:
             out.extend("    " + _field_line(f) for f in change.diff)
+    if show_unchanged:
+        out.extend(f"= {key.short}" for key in report.plan.unchanged)
     quiet = not report.plan.has_changes and not any(c.action is Action.SKIPPED for c in report.plan.changes)
     if quiet and not report.plan.errors:
         out.append("No changes. The applied state matches the revision.")
@@ -141,8 +141,7 @@ def render_markdown(report: PlanReport) -> list[str]:
     sections: list[str] = []
     by_kind: dict[str, list[Change]] = {}
     for change in report.plan.changes:
-        if change.action is not Action.UNCHANGED:
-            by_kind.setdefault(change.key.kind, []).append(change)
+        by_kind.setdefault(change.key.kind, []).append(change)
     for kind, changes in by_kind.items():
         summary = f"{kind} ({len(changes)} changed)"
         blocks = [_change_block(c) for c in changes]
@@ -201,7 +200,6 @@ def plan_json(report: PlanReport) -> dict[str, Any]:
                 "diff": [{"path": f.path, "op": f.op, "old": f.old, "new": f.new} for f in c.diff],
             }
             for c in report.plan.changes
-            if c.action is not Action.UNCHANGED
         ],
         "governance": [g.as_json() for g in report.governance],
         "widening": report.widening > 0,

@@ -9,7 +9,10 @@ commit's FileResults so the next commit reads and parses only the paths that
 
 from __future__ import annotations
 
+import gc
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +22,20 @@ from orlojd.core.documents import MAX_FILE_BYTES
 from orlojd.core.selection import IGNORE_FILE, select
 from orlojd.errors import OrlojError
 from orlojd.settings import CONFIG_FILE, parse_settings
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """No cyclic garbage collection during a bulk load: parsing 10k manifests allocates
+    millions of objects, and collections triggered mid-way cost 20-30% of the time.
+    Refcounting still frees memory; cycles are collected when the block ends."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 @dataclass(frozen=True)
@@ -66,8 +83,10 @@ def load_worktree(path: Path, *, resolve: bool = True) -> tuple[Desired, Snapsho
     """Manifests under ``path`` on disk (a folder or a single file)."""
     display = _display(path if path.is_dir() else path.parent)
     files = _read_worktree(path)
-    results = [load_file(display + rel, content, size) for rel, content, size in files]
-    return assemble(results, resolve=resolve), Snapshot(path, display, None)
+    with paused_gc():
+        results = [load_file(display + rel, content, size) for rel, content, size in files]
+        desired = assemble(results, resolve=resolve)
+    return desired, Snapshot(path, display, None)
 
 
 def load_revision(path: Path, rev: str, *, resolve: bool = True) -> tuple[Desired, Snapshot]:
@@ -122,12 +141,14 @@ def _load_full(path: Path, repo: Path, prefix: str, commit: str, display: str, r
         ignore_text = gitrepo.read_blobs(repo, [ignore_entry.oid])[ignore_entry.oid].decode(errors="replace")
     chosen = [by_path[p] for p in select(by_path, ignore_text)]
     contents = gitrepo.read_files(repo, commit, chosen, MAX_FILE_BYTES)
-    results = {
-        entry.path: load_file(display + rel, content, entry.size)
-        for entry, (rel, content) in zip(chosen, contents, strict=True)
-    }
+    with paused_gc():
+        results = {
+            entry.path: load_file(display + rel, content, entry.size)
+            for entry, (rel, content) in zip(chosen, contents, strict=True)
+        }
+        desired = assemble(results.values(), resolve=resolve)
     snapshot = Snapshot(path, display, commit, repo, prefix)
-    return LoadedRevision(commit, results, ignore_text, assemble(results.values(), resolve=resolve), snapshot)
+    return LoadedRevision(commit, results, ignore_text, desired, snapshot)
 
 
 def load(path: Path, rev: str | None = None, *, resolve: bool = True) -> tuple[Desired, Snapshot]:

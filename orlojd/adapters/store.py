@@ -165,10 +165,13 @@ class Store:
                     out[ResourceKey(r[0], r[1], r[2])] = json.loads(r[3])
         return out
 
-    def applied_revision_one(self) -> str | None:
+    def meta_all(self) -> dict[str, str]:
+        """Store facts: ``applied_revision`` and ``inventory_fingerprint`` once something was applied."""
         with self._session() as session:
-            row = session.get(MetaRow, "applied_revision")
-            return row.value if row else None
+            return {row.key: row.value for row in session.exec(select(MetaRow)).all()}
+
+    def applied_revision_one(self) -> str | None:
+        return self.meta_all().get("applied_revision")
 
     def status_all(self) -> list[StatusRecord]:
         with self._session() as session:
@@ -211,6 +214,7 @@ class Store:
         summary: dict[str, Any],
         started_at: datetime,
         now: datetime,
+        fingerprint: str,
     ) -> None:
         """Write one apply in one transaction: inventory, status, applied revision, history."""
         inventory = InventoryRow.__table__  # type: ignore[attr-defined]
@@ -264,8 +268,14 @@ class Store:
             if rows:
                 connection.execute(inventory.insert(), rows)
                 connection.execute(status.insert(), statuses)
-            connection.execute(meta.delete().where(meta.c.key == "applied_revision"))
-            connection.execute(meta.insert(), [{"key": "applied_revision", "value": revision}])
+            connection.execute(meta.delete().where(meta.c.key.in_(["applied_revision", "inventory_fingerprint"])))
+            connection.execute(
+                meta.insert(),
+                [
+                    {"key": "applied_revision", "value": revision},
+                    {"key": "inventory_fingerprint", "value": fingerprint},
+                ],
+            )
             connection.execute(
                 history.insert(),
                 [

@@ -30,16 +30,9 @@ class _AliasBomb(Exception):
 
 
 class _ManifestLoader(_Loader):  # type: ignore[misc]
-    """Safe loader that refuses duplicate keys, counts alias reuse and keeps timestamps as text."""
+    """Safe loader that refuses duplicate keys and keeps timestamps as text."""
 
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self.alias_hits = 0
-
-    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
-        if node in self.constructed_objects:
-            self.alias_hits += 1
-        return super().construct_object(node, deep)
+    alias_hits = 0
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Any:
         seen: dict[Any, yaml.Node] = {}
@@ -56,6 +49,15 @@ class _ManifestLoader(_Loader):  # type: ignore[misc]
                     )
                 seen[key_node.value] = key_node
         return super().construct_mapping(node, deep)
+
+
+class _AnchoredLoader(_ManifestLoader):
+    """For text with anchors: also counts alias reuse, so alias bombs are caught."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        if node in self.constructed_objects:
+            self.alias_hits += 1
+        return super().construct_object(node, deep)
 
 
 _ManifestLoader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_str)
@@ -172,7 +174,8 @@ def parse_file(path: str, content: bytes) -> tuple[list[RawDocument], list[Diagn
     text = text.removeprefix("\ufeff")
     source = SourceFile(path, text)
     documents: list[RawDocument] = []
-    loader = _ManifestLoader(text)
+    # Aliases need an anchor ('&'); text without one skips the per-node alias accounting.
+    loader = _AnchoredLoader(text) if "&" in text else _ManifestLoader(text)
     index = 0
     try:
         while loader.check_data():

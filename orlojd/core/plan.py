@@ -16,7 +16,7 @@ import heapq
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from deepdiff import DeepDiff
 
@@ -62,17 +62,19 @@ class FieldChange:
     new: Any = None
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One side of a pair: the digest and the normalised body (defaults filled)."""
+class Declared(Protocol):
+    """A desired object as the plan sees it: its digest and normalised body (defaults filled)."""
 
-    key: ResourceKey
-    digest: str
-    body: Mapping[str, Any]
+    @property
+    def digest(self) -> str: ...
+
+    @property
+    def body(self) -> Mapping[str, Any]: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
+class Change(NamedTuple):
+    """One object's action, with its field diff (a NamedTuple: plans hold thousands)."""
+
     key: ResourceKey
     action: Action
     diff: tuple[FieldChange, ...] = ()
@@ -89,13 +91,20 @@ class PruneOptions:
 
 @dataclass(frozen=True)
 class Plan:
-    """What apply will do, in order, and why it may refuse."""
+    """What apply will do, in order, and why it may refuse.
+
+    ``changes`` holds every object that is created, configured, deleted or whose
+    deletion is skipped, in apply order; ``unchanged`` only the identities of the rest
+    (a plan of 10,000 objects with one change holds one Change, not 10,000).
+    """
 
     changes: tuple[Change, ...]
     errors: tuple[str, ...] = ()
-    notes: tuple[str, ...] = field(default=())
+    unchanged: tuple[ResourceKey, ...] = field(default=())
 
     def count(self, action: Action) -> int:
+        if action is Action.UNCHANGED:
+            return len(self.unchanged)
         return sum(1 for c in self.changes if c.action is action)
 
     @property
@@ -183,32 +192,45 @@ def _find_cycle(stuck: set[ResourceKey], refs: Mapping[ResourceKey, Sequence[Res
     return [*path[seen[node] :], node]
 
 
+def _whole(body: Mapping[str, Any], op: str) -> tuple[FieldChange, ...]:
+    """A created or deleted object's fields, top level only (no deep diff needed)."""
+    if op == "added":
+        return tuple(FieldChange(k, op, None, v) for k, v in sorted(body.items()))
+    return tuple(FieldChange(k, op, v, None) for k, v in sorted(body.items()))
+
+
 def plan(
-    desired: Mapping[ResourceKey, Entry],
-    actual: Mapping[ResourceKey, Entry],
+    desired: Mapping[ResourceKey, Declared],
+    actual_digests: Mapping[ResourceKey, str],
+    actual_bodies: Mapping[ResourceKey, Mapping[str, Any]],
     refs: Mapping[ResourceKey, Sequence[ResourceKey]],
     prune: PruneOptions,
 ) -> Plan:
-    """Pair desired with actual and decide every object's action, with prune guards applied."""
-    errors: list[str] = []
+    """Pair desired with applied objects by identity and decide every object's action.
+
+    ``actual_bodies`` is needed only for objects whose digest differs or that are gone;
+    ``refs`` only for objects that change. Only changing objects are ordered: a reference
+    cycle among unchanged objects cannot exist, since apply refuses cycles.
+    """
+    changing = [k for k, d in desired.items() if actual_digests.get(k) != d.digest]
     try:
-        apply_order = order(sorted(desired), refs)
+        apply_order = order(changing, refs)
     except CycleError as exc:
         return Plan((), (f"{exc}; break the cycle by removing one of these references",))
     changes: list[Change] = []
     for key in apply_order:
-        new, old = desired[key], actual.get(key)
-        if old is None:
-            changes.append(Change(key, Action.CREATED, diff_fields({}, new.body)))
-        elif old.digest == new.digest:
-            changes.append(Change(key, Action.UNCHANGED))
+        new = desired[key]
+        if key not in actual_digests:
+            changes.append(Change(key, Action.CREATED, _whole(new.body, "added")))
         else:
-            changes.append(Change(key, Action.CONFIGURED, diff_fields(old.body, new.body)))
-    gone = sorted((k for k in actual if k not in desired), key=lambda k: (stage_of(k.kind), k), reverse=True)
+            changes.append(Change(key, Action.CONFIGURED, diff_fields(actual_bodies.get(key, {}), new.body)))
+    unchanged = tuple(k for k, d in desired.items() if actual_digests.get(k) == d.digest)
+    gone = sorted((k for k in actual_digests if k not in desired), key=lambda k: (stage_of(k.kind), k), reverse=True)
     deletions: list[Change] = []
     for key in gone:
-        annotation = actual[key].body.get("metadata", {}).get("annotations", {}).get(PRUNE)
-        removed = diff_fields(actual[key].body, {})
+        body = actual_bodies.get(key, {})
+        annotation = body.get("metadata", {}).get("annotations", {}).get(PRUNE)
+        removed = _whole(body, "removed")
         if not prune.enabled:
             deletions.append(Change(key, Action.SKIPPED, removed, "prune is off in orlojd.yaml (prune.enabled)"))
         elif annotation == PRUNE_DISABLED:
@@ -219,16 +241,22 @@ def plan(
             )
         else:
             deletions.append(Change(key, Action.DELETED, removed))
+    guard = _prune_guard(deletions, len(desired), len(actual_digests), prune)
+    return Plan(tuple(changes + deletions), guard, unchanged)
+
+
+def _prune_guard(deletions: Sequence[Change], desired: int, applied: int, prune: PruneOptions) -> tuple[str, ...]:
     deleting = sum(1 for c in deletions if c.action is Action.DELETED)
-    if deleting and not prune.confirmed:
-        if not desired:
-            errors.append(
-                f"refusing to delete all {deleting} applied objects: the revision declares none "
-                "(a vanished folder or a bad path?); rerun with --confirm-prune if that is intended"
-            )
-        elif deleting > prune.max_count or deleting * 100 > prune.max_percent * max(len(actual), 1):
-            errors.append(
-                f"circuit breaker: this revision deletes {deleting} of {len(actual)} applied objects, over the "
-                f"limit of {prune.max_percent}% or {prune.max_count}; review it, then rerun with --confirm-prune"
-            )
-    return Plan(tuple(changes + deletions), tuple(errors))
+    if not deleting or prune.confirmed:
+        return ()
+    if not desired:
+        return (
+            f"refusing to delete all {deleting} applied objects: the revision declares none "
+            "(a vanished folder or a bad path?); rerun with --confirm-prune if that is intended",
+        )
+    if deleting > prune.max_count or deleting * 100 > prune.max_percent * max(applied, 1):
+        return (
+            f"circuit breaker: this revision deletes {deleting} of {applied} applied objects, over the "
+            f"limit of {prune.max_percent}% or {prune.max_count}; review it, then rerun with --confirm-prune",
+        )
+    return ()

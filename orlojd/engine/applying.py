@@ -19,7 +19,7 @@ from orlojd.core.conditions import applied_conditions
 from orlojd.core.desired import load_file
 from orlojd.core.plan import Action
 from orlojd.engine.planning import PlannedRevision, Planner
-from orlojd.engine.workspace import Workspace
+from orlojd.engine.workspace import Workspace, fingerprint
 from orlojd.errors import OrlojError
 from orlojd.render import FORMAT_VERSION
 from orlojd.sources import load_revision
@@ -90,7 +90,11 @@ def apply_revision(
     stamp = now.isoformat().replace("+00:00", "Z")
     conditions = {u.key: applied_conditions(0, report.head, stamp) for u in upserts}
     summary = {**report.plan.summary, "widening": report.widening}
-    store.apply_run(report.head, upserts, deletes, conditions, summary, started, now)
+    after = dict(planned.digests)
+    after.update((u.key, u.digest) for u in upserts)
+    for key in deletes:
+        after.pop(key, None)
+    store.apply_run(report.head, upserts, deletes, conditions, summary, started, now, fingerprint(after, report.head))
     return ApplyResult(planned, True)
 
 

@@ -11,7 +11,7 @@ policies taken from the base revision.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from orlojd.adapters.store import Store
@@ -20,7 +20,7 @@ from orlojd.core.effective import all_effective
 from orlojd.core.governance_diff import GovernanceChange, compare_agents, compare_policies
 from orlojd.core.keys import ResourceKey
 from orlojd.core.manifests.tools import Secret
-from orlojd.core.plan import Entry, Plan, PruneOptions, plan
+from orlojd.core.plan import Plan, PruneOptions, plan
 from orlojd.engine.workspace import Workspace, fingerprint
 from orlojd.render import PlanReport
 from orlojd.sources import LoadedRevision, load_incremental, load_revision
@@ -36,14 +36,7 @@ class PlannedRevision:
 
     report: PlanReport
     desired: Desired
-
-
-def _entries(desired: Desired) -> dict[ResourceKey, Entry]:
-    return {k: Entry(k, lo.digest, lo.body) for k, lo in desired.objects.items()}
-
-
-def _refs(desired: Desired) -> dict[ResourceKey, list[ResourceKey]]:
-    return {k: [r.target for r in lo.refs] for k, lo in desired.objects.items()}
+    digests: dict[ResourceKey, str]
 
 
 def _invalid(desired: Desired) -> tuple[str, ...]:
@@ -80,52 +73,63 @@ def pull_request_governance(base: Bodies, head: Bodies) -> list[GovernanceChange
 
 
 class Planner:
-    """Plans successive revisions of one workspace against its store, reusing what it read."""
+    """Plans successive revisions of one workspace against its store, reusing what it read.
+
+    The last commit's files stay parsed (``load_incremental``), and the inventory's
+    digests are read again only when the store's inventory fingerprint has moved.
+    """
 
     def __init__(self, ws: Workspace, store: Store) -> None:
         self.ws = ws
         self.store = store
         self.loaded: LoadedRevision | None = None
+        self._digests: tuple[str, dict[ResourceKey, str]] | None = None
+
+    def _inventory(self) -> tuple[str | None, str, dict[ResourceKey, str]]:
+        meta = self.store.meta_all()
+        applied = meta.get("applied_revision")
+        stored = meta.get("inventory_fingerprint")
+        if stored is not None and self._digests is not None and self._digests[0] == stored:
+            return applied, stored, self._digests[1]
+        digests = self.store.inventory_digests_all()
+        current = fingerprint(digests, applied)
+        self._digests = (current, digests)
+        return applied, current, digests
 
     def plan(self, rev: str, confirm_prune: bool = False) -> PlannedRevision:
         self.loaded = load_incremental(self.ws.path, rev, self.loaded)
         desired, commit = self.loaded.desired, self.loaded.commit
-        digests = self.store.inventory_digests_all()
-        applied = self.store.applied_revision_one()
+        applied, inventory_fingerprint, digests = self._inventory()
         warnings = tuple(d.format() for d in desired.warnings)
         if not desired.ok:
             report = PlanReport(
-                Plan((), _invalid(desired)), (), applied, commit, "inventory", fingerprint(digests, applied), warnings
+                Plan((), _invalid(desired)), (), applied, commit, "inventory", inventory_fingerprint, warnings
             )
-            return PlannedRevision(report, desired)
+            return PlannedRevision(report, desired, digests)
         changed = {k for k, lo in desired.objects.items() if digests.get(k) != lo.digest}
         changed |= {k for k in digests if k not in desired.objects}
         broad = any(k.kind in GOVERNING_KINDS for k in changed)
         kinds = {"Agent", *GOVERNING_KINDS} if broad else set(GOVERNING_KINDS)
         old_bodies = self.store.inventory_bodies_some(changed & digests.keys(), kinds)
-        actual = {k: Entry(k, d, old_bodies.get(k, {})) for k, d in digests.items()}
-        result = plan(_entries(desired), actual, _refs(desired), _prune(self.ws, confirm_prune))
-        result = Plan(result.changes, result.errors + _literal_secrets(desired, self.ws.settings.secrets.allow_literal))
-        agents = None if broad else {k for k in changed if k.kind == "Agent"}
-        before = {k: b for k, b in old_bodies.items() if _governs(k, agents)}
-        after = {k: lo.body for k, lo in desired.objects.items() if _governs(k, agents)}
-        report = PlanReport(
-            result,
-            tuple(governance(before, after)),
-            applied,
-            commit,
-            "inventory",
-            fingerprint(digests, applied),
-            warnings,
+        refs = {k: [r.target for r in desired.objects[k].refs] for k in changed if k in desired.objects}
+        result = plan(desired.objects, digests, old_bodies, refs, _prune(self.ws, confirm_prune))
+        result = replace(
+            result, errors=result.errors + _literal_secrets(desired, self.ws.settings.secrets.allow_literal)
         )
-        return PlannedRevision(report, desired)
-
-
-def _governs(key: ResourceKey, agents: set[ResourceKey] | None) -> bool:
-    """Bodies the governance diff needs: governing kinds, and the agents that may have changed."""
-    if key.kind in GOVERNING_KINDS:
-        return True
-    return key.kind == "Agent" and (agents is None or key in agents)
+        # The governance diff needs governing objects and the agents that may have changed.
+        wanted = None if broad else {k for k in changed if k.kind == "Agent"}
+        before: dict[ResourceKey, Mapping[str, Any]] = {
+            k: b for k, b in old_bodies.items() if k.kind in GOVERNING_KINDS or wanted is None or k in wanted
+        }
+        after: dict[ResourceKey, Mapping[str, Any]] = {
+            k: lo.body
+            for k, lo in desired.objects.items()
+            if k.kind in GOVERNING_KINDS or (k.kind == "Agent" and (wanted is None or k in wanted))
+        }
+        report = PlanReport(
+            result, tuple(governance(before, after)), applied, commit, "inventory", inventory_fingerprint, warnings
+        )
+        return PlannedRevision(report, desired, digests)
 
 
 def plan_revision(ws: Workspace, store: Store, rev: str, confirm_prune: bool = False) -> PlannedRevision:
@@ -143,9 +147,11 @@ def plan_pull_request(ws: Workspace, base: str, head: str) -> PlanReport:
         return PlanReport(
             Plan((), _invalid(head_desired)), (), base_snap.commit, head_snap.commit, "pull_request", None, warnings
         )
-    result = plan(_entries(head_desired), _entries(base_desired), _refs(head_desired), _prune(ws, False))
-    result = Plan(result.changes, result.errors + _literal_secrets(head_desired, ws.settings.secrets.allow_literal))
+    base_digests = {k: lo.digest for k, lo in base_desired.objects.items()}
     base_bodies = {k: lo.body for k, lo in base_desired.objects.items()}
+    head_refs = {k: [r.target for r in lo.refs] for k, lo in head_desired.objects.items()}
+    result = plan(head_desired.objects, base_digests, base_bodies, head_refs, _prune(ws, False))
+    result = replace(result, errors=result.errors + _literal_secrets(head_desired, ws.settings.secrets.allow_literal))
     head_bodies = {k: lo.body for k, lo in head_desired.objects.items()}
     changes = pull_request_governance(base_bodies, head_bodies)
     return PlanReport(result, tuple(changes), base_snap.commit, head_snap.commit, "pull_request", None, warnings)
