@@ -129,16 +129,13 @@ def render_markdown(report: PlanReport) -> list[str]:
         f"**{closing_line(report)}**",
         "",
     ]
-    for error in report.plan.errors:
-        head.append(f"> :x: **error:** {error}")
-    if report.governance:
-        head += ["#### Governance", ""]
-        for g in report.governance:
-            flag = ":warning: **widening** " if g.widening else ""
-            pending = "_policy change pending:_ " if g.pending else ""
-            head.append(f"- {flag}`{g.agent or 'policy'}`: {pending}{g.change}")
-        head.append("")
-    sections: list[str] = []
+    sections = _chunked("#### Errors", [f"> :x: **error:** {error}" for error in report.plan.errors])
+    lines = []
+    for g in report.governance:
+        flag = ":warning: **widening** " if g.widening else ""
+        pending = "_policy change pending:_ " if g.pending else ""
+        lines.append(f"- {flag}`{g.agent or 'policy'}`: {pending}{g.change}")
+    sections += _chunked("#### Governance", lines)
     by_kind: dict[str, list[Change]] = {}
     for change in report.plan.changes:
         by_kind.setdefault(change.key.kind, []).append(change)
@@ -151,22 +148,36 @@ def render_markdown(report: PlanReport) -> list[str]:
     return _split("\n".join(head), sections)
 
 
+def _pack(items: Sequence[str]) -> list[list[str]]:
+    """Items in runs short enough for one part; an item too long on its own is truncated."""
+    budget = MARKDOWN_PART_LIMIT - 2_000
+    runs: list[list[str]] = [[]]
+    size = 0
+    for item in items:
+        item = item if len(item) < budget else item[: budget - 20] + "\n... (truncated)"
+        if size + len(item) > budget and runs[-1]:
+            runs.append([])
+            size = 0
+        runs[-1].append(item)
+        size += len(item) + 1
+    return runs if runs[0] else []
+
+
+def _chunked(title: str, lines: Sequence[str]) -> list[str]:
+    """Sections of whole lines under ``title``, each short enough for one part."""
+    runs = _pack(lines)
+    return [
+        "\n".join([title if index == 0 else f"{title} (continued)", "", *run]) + "\n" for index, run in enumerate(runs)
+    ]
+
+
 def _details(summary: str, blocks: Sequence[str]) -> list[str]:
     """One collapsible section, cut into several when a kind's diff is too long for one part."""
-    budget = MARKDOWN_PART_LIMIT - 2_000
-    chunks: list[list[str]] = [[]]
-    size = 0
-    for block in blocks:
-        block = block if len(block) < budget else block[: budget - 20] + "\n  ... (truncated)"
-        if size + len(block) > budget and chunks[-1]:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(block)
-        size += len(block) + 1
+    runs = _pack(blocks)
     out = []
-    for index, chunk in enumerate(chunks):
-        label = summary if len(chunks) == 1 else f"{summary}, {index + 1}/{len(chunks)}"
-        body = "\n".join(chunk).replace("```", "` ` `")
+    for index, run in enumerate(runs):
+        label = summary if len(runs) == 1 else f"{summary}, {index + 1}/{len(runs)}"
+        body = "\n".join(run).replace("```", "` ` `")
         out.append(f"<details><summary>{label}</summary>\n\n```diff\n{body}\n```\n</details>\n")
     return out
 

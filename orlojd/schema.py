@@ -9,6 +9,7 @@ from typing import Any
 from orlojd.core.manifests.registry import KINDS
 
 SCHEMA_DRAFT = "https://json-schema.org/draft/2020-12/schema"
+SETTINGS_FILE = "settings.json"
 
 
 def schema_for(kind: str) -> dict[str, Any]:
@@ -63,4 +64,17 @@ def write_schemas(out: Path) -> list[Path]:
     target = out / "manifest.json"
     target.write_text(json.dumps(any_kind_schema(), indent=2, sort_keys=True) + "\n")
     written.append(target)
+    target = out / SETTINGS_FILE
+    target.write_text(json.dumps(settings_schema(), indent=2, sort_keys=True) + "\n")
+    written.append(target)
     return written
+
+
+def settings_schema() -> dict[str, Any]:
+    """Schema of orlojd.yaml (settings, not a manifest)."""
+    from orlojd.settings import Settings
+
+    schema = Settings.model_json_schema(by_alias=True, mode="validation")
+    schema["$schema"] = SCHEMA_DRAFT
+    schema["title"] = "orlojd.yaml"
+    return schema

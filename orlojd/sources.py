@@ -17,11 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orlojd.adapters import gitrepo
-from orlojd.core.desired import Desired, FileResult, assemble, load_file
+from orlojd.core.desired import Desired, FileResult, assemble, load_file, symlink_skipped
 from orlojd.core.documents import MAX_FILE_BYTES
 from orlojd.core.selection import IGNORE_FILE, select
 from orlojd.errors import OrlojError
 from orlojd.settings import CONFIG_FILE, parse_settings
+
+MAX_INCREMENTAL_PATHS = 1000
+"""Above this many changed paths an incremental load reads the whole commit instead."""
 
 
 @contextmanager
@@ -54,7 +57,10 @@ def _display(path: Path) -> str:
     return "" if text in (".", "") else text.rstrip("/") + "/"
 
 
-def _read_worktree(root: Path) -> list[tuple[str, bytes | None, int]]:
+def _read_worktree(root: Path) -> list[tuple[str, bytes | None, int] | str]:
+    """(path, content, size) per manifest file; a bare path for a symbolic link (not followed)."""
+    if root.is_symlink():
+        return [root.name]
     if root.is_file():
         size = root.stat().st_size
         return [(root.name, root.read_bytes() if size <= MAX_FILE_BYTES else None, size)]
@@ -68,9 +74,12 @@ def _read_worktree(root: Path) -> list[tuple[str, bytes | None, int]]:
             paths.append(name if relative == "." else f"{relative}/{name}".replace(os.sep, "/"))
     ignore = root / IGNORE_FILE
     ignore_text = ignore.read_text(errors="replace") if ignore.is_file() else None
-    files: list[tuple[str, bytes | None, int]] = []
+    files: list[tuple[str, bytes | None, int] | str] = []
     for rel in select(paths, ignore_text):
         full = root / rel
+        if full.is_symlink():
+            files.append(rel)
+            continue
         try:
             size = full.stat().st_size
             files.append((rel, full.read_bytes() if size <= MAX_FILE_BYTES else None, size))
@@ -84,7 +93,10 @@ def load_worktree(path: Path, *, resolve: bool = True) -> tuple[Desired, Snapsho
     display = _display(path if path.is_dir() else path.parent)
     files = _read_worktree(path)
     with paused_gc():
-        results = [load_file(display + rel, content, size) for rel, content, size in files]
+        results = [
+            symlink_skipped(display + item) if isinstance(item, str) else load_file(display + item[0], *item[1:])
+            for item in files
+        ]
         desired = assemble(results, resolve=resolve)
     return desired, Snapshot(path, display, None)
 
@@ -118,18 +130,29 @@ def load_incremental(path: Path, rev: str, previous: LoadedRevision | None, *, r
     changed = gitrepo.changed_paths(repo, previous.commit, commit, prefix)
     if IGNORE_FILE in changed:
         return _load_full(path, repo, prefix, commit, display, resolve)
-    wanted = [p for p in select(changed, previous.ignore_text)]
-    contents = gitrepo.read_paths(repo, commit, [prefix + p for p in wanted], MAX_FILE_BYTES)
+    wanted = select(changed, previous.ignore_text)
+    if path.is_file():
+        wanted = [p for p in wanted if p == path.name]
+    if len(wanted) > MAX_INCREMENTAL_PATHS:
+        return _load_full(path, repo, prefix, commit, display, resolve)
+    entries = {e.path: e for e in gitrepo.list_tree(repo, commit, prefix, wanted)} if wanted else {}
     results = dict(previous.results)
     for rel in wanted:
-        found = contents[prefix + rel]
-        if found is None:
-            results.pop(rel, None)
-        else:
-            content, size = found
-            results[rel] = load_file(display + rel, content, size)
+        results.pop(rel, None)
+    results.update(_read_entries(repo, commit, display, list(entries.values())))
     snapshot = Snapshot(path, display, commit, repo, prefix)
     return LoadedRevision(commit, results, previous.ignore_text, assemble(results.values(), resolve=resolve), snapshot)
+
+
+def _read_entries(repo: Path, commit: str, display: str, entries: list[gitrepo.TreeEntry]) -> dict[str, FileResult]:
+    """FileResults for tree entries: blobs read in one cat-file, symbolic links reported, not followed."""
+    blobs = [e for e in entries if not e.is_link]
+    contents = gitrepo.read_files(repo, commit, blobs, MAX_FILE_BYTES)
+    results = {
+        e.path: load_file(display + rel, content, e.size) for e, (rel, content) in zip(blobs, contents, strict=True)
+    }
+    results.update((e.path, symlink_skipped(display + e.path)) for e in entries if e.is_link)
+    return results
 
 
 def _load_full(path: Path, repo: Path, prefix: str, commit: str, display: str, resolve: bool) -> LoadedRevision:
@@ -140,12 +163,10 @@ def _load_full(path: Path, repo: Path, prefix: str, commit: str, display: str, r
     if ignore_entry is not None:
         ignore_text = gitrepo.read_blobs(repo, [ignore_entry.oid])[ignore_entry.oid].decode(errors="replace")
     chosen = [by_path[p] for p in select(by_path, ignore_text)]
-    contents = gitrepo.read_files(repo, commit, chosen, MAX_FILE_BYTES)
+    if path.is_file():  # one file, exactly as on the working-tree road
+        chosen = [e for e in chosen if e.path == path.name]
     with paused_gc():
-        results = {
-            entry.path: load_file(display + rel, content, entry.size)
-            for entry, (rel, content) in zip(chosen, contents, strict=True)
-        }
+        results = _read_entries(repo, commit, display, chosen)
         desired = assemble(results.values(), resolve=resolve)
     snapshot = Snapshot(path, display, commit, repo, prefix)
     return LoadedRevision(commit, results, ignore_text, desired, snapshot)

@@ -21,6 +21,11 @@ class TreeEntry:
     path: str
     oid: str
     size: int
+    mode: str = "100644"
+
+    @property
+    def is_link(self) -> bool:
+        return self.mode == "120000"
 
 
 def run_git(repo: Path, *args: str, input_bytes: bytes | None = None) -> bytes:
@@ -67,10 +72,12 @@ def resolve_commit(repo: Path, rev: str) -> str:
         ) from None
 
 
-def list_tree(repo: Path, commit: str, prefix: str = "") -> list[TreeEntry]:
-    """Blobs under ``prefix`` at ``commit``, with paths relative to ``prefix``."""
+def list_tree(repo: Path, commit: str, prefix: str = "", paths: Sequence[str] = ()) -> list[TreeEntry]:
+    """Blobs under ``prefix`` at ``commit`` (only ``paths`` when given), paths relative to ``prefix``."""
     args = ["ls-tree", "-r", "-z", "-l", "--full-tree", commit]
-    if prefix:
+    if paths:
+        args += ["--", *(prefix + p for p in paths)]
+    elif prefix:
         args += ["--", prefix]
     out = run_git(repo, *args)
     entries: list[TreeEntry] = []
@@ -78,11 +85,11 @@ def list_tree(repo: Path, commit: str, prefix: str = "") -> list[TreeEntry]:
         if not record:
             continue
         meta, _, raw_path = record.partition(b"\t")
-        _mode, kind, oid, size = meta.split()
+        mode, kind, oid, size = meta.split()
         if kind != b"blob":
             continue
         path = raw_path.decode("utf-8", errors="surrogateescape")
-        entries.append(TreeEntry(path[len(prefix) :], oid.decode(), int(size)))
+        entries.append(TreeEntry(path[len(prefix) :], oid.decode(), int(size), mode.decode()))
     return entries
 
 

@@ -90,6 +90,13 @@ def _object_diagnostics(document: RawDocument) -> tuple[LoadedObject | None, lis
     return loaded, found
 
 
+def symlink_skipped(path: str) -> FileResult:
+    """A symbolic link is never followed: git stores the link, not the file, so a commit and a
+    working tree would disagree about what it declares."""
+    message = "symbolic link not followed (git stores the link, not the file); commit the manifest itself"
+    return FileResult(path, (), (Diagnostic(message, path, severity=Severity.WARNING),))
+
+
 def load_file(path: str, content: bytes | None, size: int = 0) -> FileResult:
     """Parse and validate every document of one file; ``None`` content means it was too large to read."""
     if content is None:

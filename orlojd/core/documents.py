@@ -128,6 +128,16 @@ def _line_of_offset(content: bytes, offset: int) -> tuple[int, int]:
     return line, column
 
 
+def _codepoint(character: object) -> str:
+    number = ord(character) if isinstance(character, str) else int(str(character))
+    return f"U+{number:04X}"
+
+
+def _line_of_text_offset(text: str, offset: int) -> tuple[int, int]:
+    before = text[:offset]
+    return before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
+
+
 def _expanded_size(value: Any, memo: dict[int, int]) -> int:
     """Node count with every alias written out; a recursive alias counts as unbounded."""
     key = id(value)
@@ -188,6 +198,16 @@ def parse_file(path: str, content: bytes) -> tuple[list[RawDocument], list[Diagn
             index += 1
     except yaml.MarkedYAMLError as exc:
         return documents, [_yaml_diagnostic(path, text, exc)]
+    except yaml.reader.ReaderError as exc:
+        line, column = _line_of_text_offset(text, exc.position)
+        return documents, [
+            Diagnostic(
+                f"invalid YAML: control character {_codepoint(exc.character)} is not allowed; remove it",
+                path,
+                line,
+                column,
+            )
+        ]
     except _AliasBomb:
         return documents, [
             Diagnostic(

@@ -6,6 +6,7 @@ its canonical form before digests are taken, so "60s" and "1m" never show as a c
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated
 
@@ -56,7 +57,10 @@ def format_ms(ms: int) -> str:
 def _normalise(value: object) -> object:
     if isinstance(value, int | float) and not isinstance(value, bool):
         # A bare number is taken as seconds, as in startingDeadlineSeconds.
-        return format_ms(round(float(value) * 1000))
+        seconds = float(value)
+        if not math.isfinite(seconds) or seconds < 0 or seconds * 1000 > _MAX_MS:
+            raise ValueError(f"invalid duration {value!r}; use 0 to a year, such as 30s, 5m or 1h30m")
+        return format_ms(round(seconds * 1000))
     if isinstance(value, str):
         try:
             return format_ms(parse_ms(value))

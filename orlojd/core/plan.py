@@ -192,6 +192,20 @@ def _find_cycle(stuck: set[ResourceKey], refs: Mapping[ResourceKey, Sequence[Res
     return [*path[seen[node] :], node]
 
 
+def _reachable(
+    start: Sequence[ResourceKey], refs: Mapping[ResourceKey, Sequence[ResourceKey]], present: Mapping[ResourceKey, Any]
+) -> list[ResourceKey]:
+    """``start`` and every declared object reachable from it through references."""
+    seen = dict.fromkeys(start)
+    stack = list(start)
+    while stack:
+        for target in refs.get(stack.pop(), ()):
+            if target in present and target not in seen:
+                seen[target] = None
+                stack.append(target)
+    return list(seen)
+
+
 def _whole(body: Mapping[str, Any], op: str) -> tuple[FieldChange, ...]:
     """A created or deleted object's fields, top level only (no deep diff needed)."""
     if op == "added":
@@ -209,14 +223,17 @@ def plan(
     """Pair desired with applied objects by identity and decide every object's action.
 
     ``actual_bodies`` is needed only for objects whose digest differs or that are gone;
-    ``refs`` only for objects that change. Only changing objects are ordered: a reference
-    cycle among unchanged objects cannot exist, since apply refuses cycles.
+    ``refs`` is read only for objects reachable from a changing one. A new reference cycle
+    must pass through a changing object (apply refuses cycles), so ordering the objects
+    reachable from the changing ones finds every cycle without walking the whole graph.
     """
     changing = [k for k, d in desired.items() if actual_digests.get(k) != d.digest]
     try:
-        apply_order = order(changing, refs)
+        apply_order = order(_reachable(changing, refs, desired), refs)
     except CycleError as exc:
         return Plan((), (f"{exc}; break the cycle by removing one of these references",))
+    moving = set(changing)
+    apply_order = [k for k in apply_order if k in moving]
     changes: list[Change] = []
     for key in apply_order:
         new = desired[key]

@@ -22,6 +22,8 @@ from orlojd.core.manifests.tools import ModelEndpoint, Tool
 
 BUILTIN_TOOL_PREFIXES = ("memory.",)
 """Tool names provided by the runtime itself (Orloj injects memory.read, memory.write...)."""
+MCP_TOOL_SEPARATOR = "--"
+"""Orloj names the tools an McpServer generates '<server>--<tool>'."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +50,13 @@ def references(obj: ResourceKind) -> Iterator[Reference]:
     if isinstance(obj, Agent):
         yield from ref("ModelEndpoint", obj.spec.model_ref, "modelRef")
         for i, grant in enumerate(obj.spec.tools):
-            if not grant.name.startswith(BUILTIN_TOOL_PREFIXES):
+            if grant.name.startswith(BUILTIN_TOOL_PREFIXES):
+                continue
+            if MCP_TOOL_SEPARATOR in grant.name:
+                # Orloj's McpServer generates its tools as '<server>--<tool>': depend on the server.
+                server = grant.name.split(MCP_TOOL_SEPARATOR, 1)[0]
+                yield from ref("McpServer", server, "tools", i, "name")
+            else:
                 yield from ref("Tool", grant.name, "tools", i, "name")
         for i, role in enumerate(obj.spec.roles):
             yield from ref("AgentRole", role, "roles", i)

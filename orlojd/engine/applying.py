@@ -125,7 +125,8 @@ def _target_path(ws: Workspace, file: Path) -> str:
             )
         return home[len(_display(ws)) :]
     first = result.objects[0].key
-    folder = f"{first.kind.lower()}s" if first.namespace == "default" else f"{first.namespace}/{first.kind.lower()}s"
+    plural = first.kind.lower()[:-1] + "ies" if first.kind.endswith("y") else first.kind.lower() + "s"
+    folder = plural if first.namespace == "default" else f"{first.namespace}/{plural}"
     return f"{folder}/{first.name}.yaml" if len(result.objects) == 1 else file.name
 
 

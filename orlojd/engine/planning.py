@@ -10,7 +10,7 @@ policies taken from the base revision.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -20,7 +20,7 @@ from orlojd.core.effective import all_effective
 from orlojd.core.governance_diff import GovernanceChange, compare_agents, compare_policies
 from orlojd.core.keys import ResourceKey
 from orlojd.core.manifests.tools import Secret
-from orlojd.core.plan import Plan, PruneOptions, plan
+from orlojd.core.plan import Action, Plan, PruneOptions, plan
 from orlojd.engine.workspace import Workspace, fingerprint
 from orlojd.render import PlanReport
 from orlojd.sources import LoadedRevision, load_incremental, load_revision
@@ -37,6 +37,27 @@ class PlannedRevision:
     report: PlanReport
     desired: Desired
     digests: dict[ResourceKey, str]
+
+
+class _Targets(Mapping[ResourceKey, Sequence[ResourceKey]]):
+    """Reference targets of each declared object, computed only for the objects the plan asks about."""
+
+    def __init__(self, desired: Desired) -> None:
+        self._objects = desired.objects
+
+    def __getitem__(self, key: ResourceKey) -> Sequence[ResourceKey]:
+        return [r.target for r in self._objects[key].refs]
+
+    def __iter__(self) -> Iterator[ResourceKey]:
+        return iter(self._objects)
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+
+def _kept(result: Plan, bodies: Mapping[ResourceKey, Mapping[str, Any]]) -> dict[ResourceKey, Mapping[str, Any]]:
+    """Objects gone from git whose deletion is skipped: they stay applied, so governance still counts them."""
+    return {c.key: bodies[c.key] for c in result.changes if c.action is Action.SKIPPED and c.key in bodies}
 
 
 def _invalid(desired: Desired) -> tuple[str, ...]:
@@ -111,8 +132,7 @@ class Planner:
         broad = any(k.kind in GOVERNING_KINDS for k in changed)
         kinds = {"Agent", *GOVERNING_KINDS} if broad else set(GOVERNING_KINDS)
         old_bodies = self.store.inventory_bodies_some(changed & digests.keys(), kinds)
-        refs = {k: [r.target for r in desired.objects[k].refs] for k in changed if k in desired.objects}
-        result = plan(desired.objects, digests, old_bodies, refs, _prune(self.ws, confirm_prune))
+        result = plan(desired.objects, digests, old_bodies, _Targets(desired), _prune(self.ws, confirm_prune))
         result = replace(
             result, errors=result.errors + _literal_secrets(desired, self.ws.settings.secrets.allow_literal)
         )
@@ -126,6 +146,7 @@ class Planner:
             for k, lo in desired.objects.items()
             if k.kind in GOVERNING_KINDS or (k.kind == "Agent" and (wanted is None or k in wanted))
         }
+        after.update(_kept(result, before))
         report = PlanReport(
             result, tuple(governance(before, after)), applied, commit, "inventory", inventory_fingerprint, warnings
         )
@@ -149,9 +170,9 @@ def plan_pull_request(ws: Workspace, base: str, head: str) -> PlanReport:
         )
     base_digests = {k: lo.digest for k, lo in base_desired.objects.items()}
     base_bodies = {k: lo.body for k, lo in base_desired.objects.items()}
-    head_refs = {k: [r.target for r in lo.refs] for k, lo in head_desired.objects.items()}
-    result = plan(head_desired.objects, base_digests, base_bodies, head_refs, _prune(ws, False))
+    result = plan(head_desired.objects, base_digests, base_bodies, _Targets(head_desired), _prune(ws, False))
     result = replace(result, errors=result.errors + _literal_secrets(head_desired, ws.settings.secrets.allow_literal))
-    head_bodies = {k: lo.body for k, lo in head_desired.objects.items()}
+    head_bodies: dict[ResourceKey, Mapping[str, Any]] = {k: lo.body for k, lo in head_desired.objects.items()}
+    head_bodies.update(_kept(result, base_bodies))
     changes = pull_request_governance(base_bodies, head_bodies)
     return PlanReport(result, tuple(changes), base_snap.commit, head_snap.commit, "pull_request", None, warnings)

@@ -90,26 +90,7 @@ def test_use_case_folder_validates(name: str) -> None:
     assert [d.format() for d in resolved.errors] == []
 
 
-MCP_GAP = "14-mcp-tool-smoke"
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: tools an McpServer provides (Orloj names them '<server>--<tool>', here "
-                "'rr-real-mcp-everything--echo' from tool_filter.include) are reported as dangling Tool "
-                "references, so a self-contained Orloj scenario does not resolve",
-            ),
-        )
-        if name == MCP_GAP
-        else name
-        for name in SCENARIOS_REAL
-    ],
-)
+@pytest.mark.parametrize("name", SCENARIOS_REAL)
 def test_self_contained_scenario_resolves(name: str) -> None:
     desired, _ = load(CORPUS / "testing" / "scenarios-real" / name)
     assert [d.format() for d in desired.errors] == []

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from orlojd.core.manifests.policies import Policy
-from orlojd.schema import all_schemas, any_kind_schema, file_name
+from orlojd.schema import SETTINGS_FILE, all_schemas, any_kind_schema, file_name, settings_schema
 from orlojd.sources import load
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,5 +94,6 @@ def test_committed_schemas_are_current(folder: Path) -> None:
     """examples/schemas and schemas/ (for policies/) are what `orlojd schema --out` writes today."""
     expected = {file_name(kind): schema for kind, schema in all_schemas().items()}
     expected["manifest.json"] = any_kind_schema()
+    expected[SETTINGS_FILE] = settings_schema()
     on_disk = {p.name: json.loads(p.read_text()) for p in folder.glob("*.json")}
     assert on_disk == expected, f"stale schemas: run .venv/bin/orlojd schema --out {folder.name}"

@@ -338,11 +338,6 @@ def test_missing_path_raises_a_clear_error(tmp_path: Path) -> None:
         load(tmp_path / "missing", "HEAD")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: load_revision(FILE, rev) lists the file's whole folder, so 'orlojd validate a.yaml --rev HEAD' "
-    "checks every sibling file while 'orlojd validate a.yaml' checks only a.yaml",
-)
 def test_single_file_reads_the_same_on_both_roads(repo: GitRepo) -> None:
     write_all(repo, {"m.yaml": MODEL, "broken.yaml": "kind: Tool\nmetadata: {name: t}\nspec: {type: nope}\n"})
     repo.commit("two files")
@@ -352,11 +347,6 @@ def test_single_file_reads_the_same_on_both_roads(repo: GitRepo) -> None:
     assert (committed.files, formatted(committed)) == (tree.files, formatted(tree))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a symlinked manifest is followed in the working tree but read as its link text at a revision "
-    "('a manifest is a mapping, got a string'), so a clean tree and HEAD disagree",
-)
 def test_symlinked_manifest_reads_the_same_on_both_roads(repo: GitRepo) -> None:
     write_all(repo, {"shared/model.yaml": MODEL})
     (repo.path / "team").mkdir()

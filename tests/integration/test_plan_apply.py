@@ -308,12 +308,6 @@ def test_deleted_manifest_is_skipped_while_prune_is_off(env: Env) -> None:
     assert TASK_RUN in {key for key, _, _ in env.snapshot()["status"]}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Planner's governance diff compares old bodies with desired ones and ignores the prune "
-    "decision: an Agent whose deletion is skipped (prune off) is reported as 'agent removed: all its "
-    "permissions are revoked', so plan exits 2 even right after apply",
-)
 def test_skipped_agent_deletion_is_not_reported_as_a_governance_change(env: Env) -> None:
     write_base(env.repo)
     env.repo.commit("base")
@@ -480,11 +474,6 @@ def test_reference_cycle_is_a_plan_error_naming_the_cycle(env: Env) -> None:
     assert env.snapshot()["inventory"] == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: core.plan.plan orders only the objects whose digest changed, so a cycle closed by editing one "
-    "object (its partners unchanged and already applied) is never seen: plan exits 2 and apply stores the cycle",
-)
 def test_reference_cycle_closed_by_editing_one_object_is_a_plan_error(env: Env) -> None:
     env.repo.write("models/offline.yaml", endpoint_yaml())
     env.repo.write("agents/lead.yaml", delegating_agent_yaml("lead", "delegate"))

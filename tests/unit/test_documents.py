@@ -234,11 +234,6 @@ def test_utf8_byte_order_mark_is_accepted() -> None:
     assert found == [] and documents[0].data["kind"] == "ModelEndpoint"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a control character (ReaderError, not a MarkedYAMLError) is reported at 1:1 instead of its "
-    "line and column, and the message carries libyaml's second line ('in \"<unicode string>\", position N')",
-)
 def test_control_character_is_located_on_one_line() -> None:
     found = only("ctrl.yaml", b"kind: Agent\nmetadata:\n  name: a\x07b\n")
     assert where(found) == (3, 10)
@@ -415,8 +410,8 @@ FIELD_NAMES = sorted(
     }
     | {to_snake(n) for n in ("requireApproval", "maxTokensPerMinute", "riskLevel", "isolationMode")}
 )
-# Infinite floats are left out here: a duration of .inf is a known bug with its own xfail test
-# (tests/unit/test_durations_cron.py), and would otherwise make this property fail at random.
+# Infinite floats are left out here: a duration of .inf has its own test
+# (tests/unit/test_durations_cron.py).
 FIELD_SCALARS = st.one_of(
     st.none(),
     st.booleans(),

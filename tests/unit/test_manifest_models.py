@@ -767,11 +767,6 @@ def test_unknown_metadata_field_suggests_name() -> None:
     assert found[("metadata", "name")] == "required field 'name' is missing"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: did-you-mean draws from every field name anywhere in the kind, not the fields valid at that "
-    "level: 'labels' under spec is answered with \"did you mean 'labels'?\" (its own name)",
-)
 def test_unknown_field_never_suggests_its_own_name() -> None:
     result = check(ANNOUNCEMENT_AGENT.replace("  model: gpt-4\n", "  model: gpt-4\n  labels: {a: b}\n"))
     message = errors_at(result)[("spec", "labels")]

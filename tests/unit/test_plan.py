@@ -220,11 +220,6 @@ def test_plan_turns_a_cycle_into_a_plan_error_naming_it() -> None:
     assert "break the cycle" in error
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: core.plan.plan orders only the objects whose digest changed, so a cycle through an unchanged, "
-    "already applied object is not detected even when refs name every edge",
-)
 def test_plan_catches_a_cycle_closed_by_one_changed_object() -> None:
     applied = {AGENT: entry(AGENT, {"tools": ["t"]}), TOOL: entry(TOOL, {"agentRef": "helper"})}
     desired = {AGENT: applied[AGENT], TOOL: entry(TOOL, {"agentRef": "a"})}

@@ -15,6 +15,7 @@ from functools import cache
 from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
+from pydantic.alias_generators import to_snake
 
 from orlojd.core.diagnostics import Path, Problem, Severity
 from orlojd.core.manifests.agents import Agent
@@ -137,7 +138,15 @@ def problems_from_validation(exc: ValidationError, model: type[BaseModel]) -> It
     for error in exc.errors(include_url=False, include_input=False):
         path = _clean_loc(error["loc"])
         if error["type"] == "extra_forbidden" and path and isinstance(path[-1], str):
-            yield Problem(_unknown("field", path[-1], sorted(_field_names(model))), path)
+            choices = _fields_at(model, path[:-1])
+            given = path[-1]
+            if "_" in given:  # an Orloj-style snake_case typo: compare in snake_case, suggest camelCase
+                by_snake = {to_snake(c): c for c in choices}
+                close = difflib.get_close_matches(given, list(by_snake), n=1, cutoff=0.6)
+                if close:
+                    yield Problem(f"unknown field {given!r}; did you mean {by_snake[close[0]]!r}?", path)
+                    continue
+            yield Problem(_unknown("field", given, choices), path)
             continue
         if error["type"] == "missing" and path:
             yield Problem(f"required field {path[-1]!r} is missing", path)
@@ -145,6 +154,24 @@ def problems_from_validation(exc: ValidationError, model: type[BaseModel]) -> It
         message = error["msg"]
         message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
         yield Problem(message, path)
+
+
+def _fields_at(model: type[BaseModel], path: Path) -> list[str]:
+    """Field names valid at ``path`` inside ``model`` (following nested models, lists and maps)."""
+    current: type[BaseModel] | None = model
+    for part in path:
+        if current is None:
+            break
+        if isinstance(part, int):
+            continue
+        fields = {info.alias or name: info for name, info in current.model_fields.items()}
+        info = fields.get(part)
+        if info is None:
+            continue  # a map key (graph node, label): stay on the value model
+        current = next(iter(_models_in(info.annotation)), None)
+    if current is None:
+        return sorted(_field_names(model))
+    return sorted(info.alias or name for name, info in current.model_fields.items())
 
 
 @cache
