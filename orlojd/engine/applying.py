@@ -100,9 +100,9 @@ def apply_revision(
 
 def _target_path(ws: Workspace, file: Path) -> str:
     """Where in the repository (relative to the manifests folder) the file's objects belong."""
-    result = load_file(file.name, file.read_bytes() if file.is_file() else None, 0)
     if not file.is_file():
-        raise OrlojError(f"{file} does not exist")
+        raise OrlojError(f"{file} does not exist", "pass the manifest file to commit and apply")
+    result = load_file(file.name, file.read_bytes(), file.stat().st_size)
     errors = [d for d in result.diagnostics if d.is_error]
     if errors:
         raise ApplyRefused(f"{file} is invalid; nothing was committed:\n  " + "\n  ".join(d.format() for d in errors))

@@ -620,3 +620,15 @@ def test_invalid_manifest_fails_the_plan_and_leaves_the_inventory_intact(env: En
     after = env.snapshot()
     assert after == before
     assert after["revision"] == first
+
+
+def test_reconcile_history_keeps_the_newest_ten(env: Env) -> None:
+    write_base(env.repo)
+    revisions = []
+    for tokens in range(12):
+        env.repo.write("agents/checker.yaml", agent_yaml(tokens=1000 + tokens))
+        revisions.append(env.repo.commit(f"budget {tokens}"))
+        env.apply()
+    history = env.snapshot()["history"]
+    assert len(history) == 10
+    assert [h["revision"] for h in history] == revisions[::-1][:10]  # newest first, the two oldest dropped
