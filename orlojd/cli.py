@@ -144,6 +144,12 @@ DbOption = Annotated[
 ]
 
 
+StateDirOption = Annotated[
+    Path | None,
+    typer.Option("--state-dir", envvar="ORLOJD_STATE_DIR", help="State folder (default: from orlojd.yaml, .orlojd/)"),
+]
+
+
 def _tty() -> bool:
     return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 
@@ -157,6 +163,7 @@ def plan(
     output: Annotated[PlanFormat, typer.Option("--format", help="text, markdown or json")] = PlanFormat.text,
     out: Annotated[Path | None, typer.Option("--out", help="Save the plan (JSON) for 'apply --plan'")] = None,
     db: DbOption = None,
+    state_dir: StateDirOption = None,
     confirm_prune: Annotated[bool, typer.Option("--confirm-prune", help="Allow guarded deletions")] = False,
 ) -> None:
     """What apply would change. Exit 0 none, 2 changes, 3 changes that widen governance, 1 error."""
@@ -165,7 +172,7 @@ def plan(
 
     if (base is None) != (head is None):
         fail("--base and --head go together", "orlojd plan --base main --head my-branch")
-    ws = open_workspace(path, db)
+    ws = open_workspace(path, db, state_dir)
     if base is not None and head is not None:
         from orlojd.engine.planning import plan_pull_request
 
@@ -198,6 +205,7 @@ def apply(
     ] = None,
     saved_plan: Annotated[Path | None, typer.Option("--plan", help="Apply only if this saved plan still holds")] = None,
     db: DbOption = None,
+    state_dir: StateDirOption = None,
     confirm_prune: Annotated[bool, typer.Option("--confirm-prune", help="Allow guarded deletions")] = False,
 ) -> None:
     """Apply a revision in stage order. Idempotent: the same revision twice writes nothing."""
@@ -205,7 +213,7 @@ def apply(
     from orlojd.engine.workspace import open_workspace
     from orlojd.render import closing_line
 
-    ws = open_workspace(path, db)
+    ws = open_workspace(path, db, state_dir)
     if file is not None:
         commit = commit_manifest(ws, file)
         typer.echo(f"committed {file} as {commit[:12]}")
@@ -228,16 +236,25 @@ def status(
     path: PathArg = Path("."),
     output: Annotated[OutputFormat, typer.Option("--format", help="text or json")] = OutputFormat.text,
     db: DbOption = None,
+    state_dir: StateDirOption = None,
 ) -> None:
-    """The applied revision and every object's Ready/Reconciling/Stalled conditions."""
+    """The applied revision, the daemon's source condition and every object's conditions."""
+    from orlojd.adapters.store import Store, sqlite_url
     from orlojd.engine.workspace import open_workspace
 
-    ws = open_workspace(path, db)
-    store = ws.open_store()
+    if db is not None or state_dir is not None:  # no repository needed to read a store
+        url = db or sqlite_url(Path(str(state_dir)).resolve())
+        state = Path(str(state_dir)).resolve() / "state.db" if db is None else None
+        if state is not None and not state.exists():
+            fail(f"no state store at {state}", "pass the --state-dir the daemon uses, or --db URL")
+    else:
+        url = open_workspace(path).db_url
+    store = Store.open(url)
     try:
         revision = store.applied_revision_one()
         records = store.status_all()
         history = store.history_all()
+        source = store.source_status_one()
     finally:
         store.close()
     if output is OutputFormat.json:
@@ -256,6 +273,7 @@ def status(
                         for r in records
                     ],
                     "history": history,
+                    "source": source,
                 },
                 indent=2,
             )
@@ -263,7 +281,7 @@ def status(
         return
     from orlojd.status_view import render_status
 
-    render_status(revision, records, history, tty=_tty())
+    render_status(revision, records, history, source, tty=_tty())
 
 
 @app.command()
@@ -300,6 +318,118 @@ def demo(
         typer.echo(render_text(plan_revision(ws, store, "HEAD").report), nl=False)
     finally:
         store.close()
+
+
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+def _seconds(value: str, flag: str) -> float:
+    from orlojd.core.durations import DurationError, parse_ms
+
+    try:
+        seconds = parse_ms(value) / 1000
+    except DurationError as exc:
+        fail(f"{flag}: {exc}")
+    if seconds <= 0:
+        fail(f"{flag}: must be more than 0s")
+    return seconds
+
+
+def _listen(value: str | None) -> tuple[str, int] | None:
+    if not value:
+        return None
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        fail(f"--listen {value!r}: use HOST:PORT, for example 127.0.0.1:8080")
+    return host, int(port)
+
+
+def _secret(path: Path | None, credential: str, env: dict[str, str]) -> bytes | None:
+    if path is None and env.get("CREDENTIALS_DIRECTORY"):
+        candidate = Path(env["CREDENTIALS_DIRECTORY"]) / credential
+        path = candidate if candidate.is_file() else None
+    if path is None:
+        return None
+    try:
+        return path.read_bytes().strip()
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}", "check the path and its permissions")
+
+
+@app.command()
+def serve(
+    repo: Annotated[str, typer.Option("--repo", envvar="ORLOJD_REPO", help="Local repository path or remote URL")],
+    branch: Annotated[str, typer.Option("--branch", envvar="ORLOJD_BRANCH", help="Branch to apply")] = "main",
+    state_dir: Annotated[
+        Path | None, typer.Option("--state-dir", envvar="ORLOJD_STATE_DIR", help="State folder (SQLite, mirror)")
+    ] = None,
+    db: DbOption = None,
+    listen: Annotated[
+        str | None, typer.Option("--listen", envvar="ORLOJD_LISTEN", help="HOST:PORT for webhooks and health")
+    ] = None,
+    subdir: Annotated[str, typer.Option("--path", envvar="ORLOJD_PATH", help="Manifests folder in the repo")] = "",
+    poll_interval: Annotated[
+        str, typer.Option("--poll-interval", envvar="ORLOJD_POLL_INTERVAL", help="Remote polling period")
+    ] = "60s",
+    resync_interval: Annotated[
+        str, typer.Option("--resync-interval", envvar="ORLOJD_RESYNC_INTERVAL", help="Drift check period")
+    ] = "10m",
+    verify_mode: Annotated[
+        str, typer.Option("--verify", envvar="ORLOJD_VERIFY", help="Commit signatures: off, head or all")
+    ] = "off",
+    allowed_signers: Annotated[
+        Path | None, typer.Option("--allowed-signers", envvar="ORLOJD_ALLOWED_SIGNERS", help="SSH allowed_signers")
+    ] = None,
+    gnupg_home: Annotated[
+        Path | None, typer.Option("--gnupg-home", envvar="ORLOJD_GNUPG_HOME", help="OpenPGP keyring folder")
+    ] = None,
+    webhook_secret_file: Annotated[
+        Path | None,
+        typer.Option("--webhook-secret-file", envvar="ORLOJD_WEBHOOK_SECRET_FILE", help="HMAC key (GitHub, generic)"),
+    ] = None,
+    gitlab_token_file: Annotated[
+        Path | None, typer.Option("--gitlab-token-file", envvar="ORLOJD_GITLAB_TOKEN_FILE", help="GitLab token")
+    ] = None,
+    log_format: Annotated[LogFormat, typer.Option("--log-format", envvar="ORLOJD_LOG_FORMAT")] = LogFormat.text,
+) -> None:
+    """Run the GitOps daemon: apply every new commit of the branch, hold the last good one on errors."""
+    from orlojd import logs
+    from orlojd.adapters.signatures import SignaturePolicy, VerifyMode
+    from orlojd.adapters.store import sqlite_url
+    from orlojd.core.webhooks import WebhookSecrets
+    from orlojd.engine.daemon import Daemon, DaemonOptions
+
+    logs.setup(log_format.value)
+    env = dict(os.environ)
+    if verify_mode not in {m.value for m in VerifyMode}:
+        fail(f"--verify {verify_mode!r}: use off, head or all")
+    mode = VerifyMode(verify_mode)
+    if mode is not VerifyMode.OFF and allowed_signers is None and gnupg_home is None:
+        fail(f"--verify {verify_mode} needs --allowed-signers FILE (SSH) or --gnupg-home DIR (OpenPGP)")
+    if state_dir is None:
+        local = Path(repo)
+        state_dir = (local / ".orlojd") if (local / ".git").exists() else Path(".orlojd")
+    state_dir = state_dir.resolve()
+    secret = _secret(webhook_secret_file, "webhook-secret", env)
+    options = DaemonOptions(
+        repo=repo,
+        branch=branch,
+        state_dir=state_dir,
+        db_url=db or sqlite_url(state_dir),
+        listen=_listen(listen),
+        poll_interval=_seconds(poll_interval, "--poll-interval"),
+        resync_interval=_seconds(resync_interval, "--resync-interval"),
+        signatures=SignaturePolicy(mode, allowed_signers, gnupg_home),
+        webhook_secrets=WebhookSecrets(
+            github=secret, gitlab=_secret(gitlab_token_file, "gitlab-token", env), generic=secret
+        ),
+        subdir=subdir,
+    )
+    daemon = Daemon(options, env)
+    daemon.install_signals()
+    raise typer.Exit(daemon.run())
 
 
 def main() -> None:

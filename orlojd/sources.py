@@ -18,10 +18,11 @@ from pathlib import Path
 
 from orlojd.adapters import gitrepo
 from orlojd.core.desired import Desired, FileResult, assemble, load_file, symlink_skipped
+from orlojd.core.diagnostics import Diagnostic
 from orlojd.core.documents import MAX_FILE_BYTES
 from orlojd.core.selection import IGNORE_FILE, select
 from orlojd.errors import OrlojError
-from orlojd.settings import CONFIG_FILE, parse_settings
+from orlojd.settings import CONFIG_FILE, Settings, parse_settings
 
 MAX_INCREMENTAL_PATHS = 1000
 """Above this many changed paths an incremental load reads the whole commit instead."""
@@ -124,9 +125,16 @@ class LoadedRevision:
     snapshot: Snapshot
 
 
-def load_incremental(path: Path, rev: str, previous: LoadedRevision | None, *, resolve: bool = True) -> LoadedRevision:
-    """Load ``rev``, reading again only the paths ``git diff --name-only`` reports since ``previous``."""
+def load_incremental(
+    path: Path, rev: str, previous: LoadedRevision | None, *, resolve: bool = True, subdir: str = ""
+) -> LoadedRevision:
+    """Load ``rev``, reading again only the paths ``git diff --name-only`` reports since ``previous``.
+
+    ``subdir`` narrows the manifests to a folder of the repository (``repo.path`` in orlojd.yaml).
+    """
     repo, prefix = gitrepo.locate_repo(path)
+    if subdir.strip("/.") != "":
+        prefix = f"{prefix}{subdir.strip('/')}/"
     commit = gitrepo.resolve_commit(repo, rev)
     display = _display(path if path.is_dir() else path.parent)
     if previous is None or previous.snapshot.repo != repo or previous.snapshot.prefix != prefix:
@@ -193,3 +201,12 @@ def load(path: Path, rev: str | None = None, *, resolve: bool = True) -> tuple[D
     if content is not None:
         desired.diagnostics.extend(parse_settings(snapshot.display + CONFIG_FILE, content)[1])
     return desired, snapshot
+
+
+def settings_at(repo: Path, commit: str, prefix: str = "") -> tuple[Settings | None, list[Diagnostic]]:
+    """orlojd.yaml as committed at ``commit`` (defaults when absent), with its problems."""
+    found = gitrepo.read_paths(repo, commit, [prefix + CONFIG_FILE], MAX_FILE_BYTES)
+    entry = found.get(prefix + CONFIG_FILE)
+    if entry is None or entry[0] is None:
+        return Settings(), []
+    return parse_settings(prefix + CONFIG_FILE, entry[0])

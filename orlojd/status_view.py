@@ -11,12 +11,26 @@ def _condition(conditions: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return next((c for c in conditions if c.get("type") == kind), {})
 
 
-def render_status(revision: str | None, records: list[StatusRecord], history: list[dict[str, Any]], tty: bool) -> None:
+def render_status(
+    revision: str | None,
+    records: list[StatusRecord],
+    history: list[dict[str, Any]],
+    source: dict[str, Any] | None,
+    tty: bool,
+) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console(no_color=not tty, highlight=False, soft_wrap=not tty)
     console.print(f"revision: {revision or '(nothing applied yet)'}")
+    if source is not None:
+        active = next((c for c in source.get("conditions", []) if c.get("status") == "True"), None)
+        if active is not None:
+            console.print(
+                f"source: {source.get('repo')} {source.get('branch')}: {active['type']} "
+                f"({active['reason']}): {active['message']}",
+                markup=False,
+            )
     table = Table(box=None, show_edge=False, pad_edge=False)
     for column in ("KIND", "NAMESPACE", "NAME", "READY", "REASON", "DIGEST"):
         table.add_column(column)

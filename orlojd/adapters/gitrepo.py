@@ -46,11 +46,14 @@ def run_git(repo: Path, *args: str, input_bytes: bytes | None = None) -> bytes:
 
 
 def locate_repo(path: Path) -> tuple[Path, str]:
-    """(repository root, path of ``path`` inside it with a trailing '/' or '')."""
+    """(repository root, path of ``path`` inside it with a trailing '/' or ''); a bare repository is its own root."""
     if not path.exists():
         raise GitError(f"{path} does not exist")
     folder = path if path.is_dir() else path.parent
     try:
+        bare = run_git(folder, "rev-parse", "--is-bare-repository").decode().strip() == "true"
+        if bare:
+            return Path(run_git(folder, "rev-parse", "--absolute-git-dir").decode().strip()), ""
         out = run_git(folder, "rev-parse", "--show-toplevel", "--show-prefix").decode().splitlines()
     except GitError:
         raise GitError(

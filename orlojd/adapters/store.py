@@ -295,6 +295,66 @@ class Store:
             connection.execute(history.delete().where(history.c.id.not_in(keep)))
             session.commit()
 
+    def record_reconcile_run(
+        self, revision: str, result: str, summary: dict[str, Any], started_at: datetime, now: datetime
+    ) -> None:
+        """A reconcile that applied nothing (stalled, superseded, refused): history only."""
+        history = ReconcileRow.__table__  # type: ignore[attr-defined]
+        with self._session() as session:
+            connection = session.connection()
+            connection.execute(
+                history.insert(),
+                [
+                    {
+                        "revision": revision,
+                        "started_at": started_at,
+                        "finished_at": now,
+                        "result": result,
+                        "summary": json.dumps(summary, sort_keys=True),
+                    }
+                ],
+            )
+            keep = [
+                r[0]
+                for r in connection.execute(sa_select(history.c.id).order_by(history.c.id.desc()).limit(HISTORY_KEPT))
+            ]
+            connection.execute(history.delete().where(history.c.id.not_in(keep)))
+            session.commit()
+
+    def source_status_run(self, status: dict[str, Any]) -> None:
+        """The daemon's view of its source (tip seen, conditions), for `orlojd status`."""
+        meta = MetaRow.__table__  # type: ignore[attr-defined]
+        with self._session() as session:
+            connection = session.connection()
+            connection.execute(meta.delete().where(meta.c.key == "source_status"))
+            connection.execute(meta.insert(), [{"key": "source_status", "value": json.dumps(status, sort_keys=True)}])
+            session.commit()
+
+    def source_status_one(self) -> dict[str, Any] | None:
+        raw = self.meta_all().get("source_status")
+        return json.loads(raw) if raw else None
+
+    def drifted_all(self) -> list[ResourceKey]:
+        """Applied objects whose stored body no longer matches its digest (changed outside git)."""
+        from orlojd.core.digest import digest_of
+
+        table = InventoryRow.__table__  # type: ignore[attr-defined]
+        with self._session() as session:
+            rows = session.connection().execute(
+                sa_select(table.c.kind, table.c.namespace, table.c.name, table.c.digest, table.c.body)
+            )
+            return [ResourceKey(r[0], r[1], r[2]) for r in rows if digest_of(json.loads(r[4])) != r[3]]
+
+    def mark_drifted_run(self, keys: Sequence[ResourceKey]) -> None:
+        """Make the plan see drifted objects as changed, so the next apply writes git's version back."""
+        table = InventoryRow.__table__  # type: ignore[attr-defined]
+        with self._session() as session:
+            connection = session.connection()
+            for start in range(0, len(keys), 200):
+                chunk = keys[start : start + 200]
+                connection.execute(table.update().where(_keys_match(table, chunk)).values(digest="sha256:drifted"))
+            session.commit()
+
     def close(self) -> None:
         self.engine.dispose()
 

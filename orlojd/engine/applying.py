@@ -17,6 +17,7 @@ from orlojd.adapters import clock, gitrepo
 from orlojd.adapters.store import Store, Upsert
 from orlojd.core.conditions import applied_conditions
 from orlojd.core.desired import load_file
+from orlojd.core.keys import ResourceKey
 from orlojd.core.plan import Action
 from orlojd.engine.planning import PlannedRevision, Planner
 from orlojd.engine.workspace import Workspace, fingerprint
@@ -68,8 +69,12 @@ def apply_revision(
     confirm_prune: bool = False,
     saved_plan: Path | None = None,
     planner: Planner | None = None,
+    hold: frozenset[ResourceKey] = frozenset(),
 ) -> ApplyResult:
-    """Apply the commit ``rev``; return whether anything was written."""
+    """Apply the commit ``rev``; return whether anything was written.
+
+    ``hold`` names objects not to write this time (the daemon's drift-loop breaker).
+    """
     started = clock.now()
     planned = (planner or Planner(ws, store)).plan(rev, confirm_prune)
     report = planned.report
@@ -81,9 +86,9 @@ def apply_revision(
     upserts = [
         Upsert(c.key, objects[c.key].digest, objects[c.key].body)
         for c in report.plan.changes
-        if c.action in (Action.CREATED, Action.CONFIGURED)
+        if c.action in (Action.CREATED, Action.CONFIGURED) and c.key not in hold
     ]
-    deletes = [c.key for c in report.plan.changes if c.action is Action.DELETED]
+    deletes = [c.key for c in report.plan.changes if c.action is Action.DELETED and c.key not in hold]
     if not upserts and not deletes and report.base == report.head:
         return ApplyResult(planned, False)
     now = clock.now()

@@ -106,6 +106,10 @@ class Planner:
         self.loaded: LoadedRevision | None = None
         self._digests: tuple[str, dict[ResourceKey, str]] | None = None
 
+    def forget_inventory(self) -> None:
+        """Read the inventory's digests again on the next plan (a resync looking for drift)."""
+        self._digests = None
+
     def _inventory(self) -> tuple[str | None, str, dict[ResourceKey, str]]:
         meta = self.store.meta_all()
         applied = meta.get("applied_revision")

@@ -25,15 +25,22 @@ class Workspace:
         return Store.open(self.db_url)
 
 
-def open_workspace(path: Path, db: str | None = None) -> Workspace:
-    """Find the repository around ``path``, read orlojd.yaml there, pick the store URL."""
+def open_workspace(path: Path, db: str | None = None, state_dir_option: Path | None = None) -> Workspace:
+    """Find the repository around ``path``, read orlojd.yaml there, pick the store URL.
+
+    The store is ``--db`` if given, else ``--state-dir``/state.db, else store.url from
+    orlojd.yaml, else state.db in the state folder orlojd.yaml names (default .orlojd/).
+    """
     repo, prefix = gitrepo.locate_repo(path)
     folder = path if path.is_dir() else path.parent
     settings = load_settings(folder)
     state_dir = Path(settings.state_dir)
     if not state_dir.is_absolute():
         state_dir = (folder / state_dir).resolve()
-    url = db or settings.store.url or sqlite_url(state_dir)
+    if state_dir_option is not None:
+        url = db or sqlite_url(state_dir_option.resolve())
+    else:
+        url = db or settings.store.url or sqlite_url(state_dir)
     return Workspace(path, repo, prefix, settings, url)
 
 
