@@ -286,38 +286,17 @@ def status(
 
 @app.command()
 def demo(
-    directory: Annotated[Path, typer.Argument(help="Folder for the demo repository")] = Path("orlojd-demo"),
+    directory: Annotated[Path, typer.Argument(help="New folder for the demo (repository, origin, state)")] = Path(
+        "orlojd-demo"
+    ),
 ) -> None:
-    """The whole loop on embedded defaults: init a repository, validate it, plan it, apply it."""
-    from orlojd.engine.applying import apply_revision
-    from orlojd.engine.planning import plan_revision
-    from orlojd.engine.workspace import open_workspace
-    from orlojd.render import closing_line, render_text
-    from orlojd.scaffold import init_repository
-    from orlojd.sources import load
+    """The real loop on embedded defaults: init, push, orlojd serve, commit and push a change, status."""
+    from orlojd.engine.demo import run_demo
 
-    if not directory.exists():
-        commit = init_repository(directory)
-        typer.echo(f"== orlojd init {directory}  (commit {commit[:12]})")
-    desired, _ = load(directory)
-    typer.echo(f"== orlojd validate {directory}")
-    for diagnostic in desired.diagnostics:
-        typer.echo(diagnostic.format())
-    typer.echo(f"valid: {len(desired.objects)} objects" if desired.ok else "invalid")
-    if not desired.ok:
-        raise typer.Exit(1)
-    ws = open_workspace(directory)
-    store = ws.open_store()
-    try:
-        typer.echo(f"== orlojd plan {directory}")
-        typer.echo(render_text(plan_revision(ws, store, "HEAD").report, colour=_tty()), nl=False)
-        typer.echo(f"== orlojd apply {directory}")
-        result = apply_revision(ws, store, "HEAD")
-        typer.echo(closing_line(result.planned.report).replace("Plan:", "Applied:"))
-        typer.echo(f"== orlojd plan {directory}  (again: nothing left to do)")
-        typer.echo(render_text(plan_revision(ws, store, "HEAD").report), nl=False)
-    finally:
-        store.close()
+    def show_status(state: Path) -> None:
+        status(Path("."), OutputFormat.text, None, state)
+
+    run_demo(directory, typer.echo, show_status)
 
 
 class LogFormat(StrEnum):

@@ -74,7 +74,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(413, {"accepted": False, "reason": f"body over {MAX_BODY_BYTES} bytes"})
             return
         body = self.rfile.read(length)
-        headers = {k: v for k, v in self.headers.items()}
+        headers: dict[str, str] = {}
+        for name in set(self.headers.keys()):
+            values = set(self.headers.get_all(name) or [])
+            # A header sent twice with different values must not be silently narrowed to one.
+            headers[name] = values.pop() if len(values) == 1 else "\x00conflicting values"
         with self.server.guard_lock:
             verdict = verify(headers, body, self.server.orlojd.options.webhook_secrets, time.time(), self.server.guard)
         if verdict.accepted:
