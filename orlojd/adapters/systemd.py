@@ -46,7 +46,7 @@ def _socket_address(raw: str) -> str | None:
         log.warning(
             "NOTIFY_SOCKET %r is not a unix socket path; notifications disabled",
             raw,
-            extra={"event": "systemd.notify_socket_unsupported"},
+            extra={"event": "notify_socket_unsupported"},
         )
     return None
 
@@ -141,7 +141,7 @@ class Notifier:
                 "sd_notify to %r failed: %s",
                 self.address.replace("\0", "@", 1),
                 error,
-                extra={"event": "systemd.notify_failed", "notify_key": lines[0].split("=", 1)[0]},
+                extra={"event": "notify_failed", "notify_key": lines[0].split("=", 1)[0]},
             )
             return False
         return True
