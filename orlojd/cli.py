@@ -299,6 +299,66 @@ def demo(
     run_demo(directory, typer.echo, show_status)
 
 
+def _object_key(text: str) -> tuple[str, str, str]:
+    parts = text.split("/")
+    if len(parts) == 2:
+        return parts[0], "default", parts[1]
+    if len(parts) == 3:
+        return parts[0], parts[1], parts[2]
+    fail(f"{text!r} is not Kind/name or Kind/namespace/name", "for example: orlojd suspend Agent/compliance-checker")
+
+
+def _toggle_suspension(
+    target: str, suspend: bool, reason: str, path: Path, db: str | None, state_dir: Path | None
+) -> None:
+    from orlojd.adapters import clock
+    from orlojd.adapters.store import Store, sqlite_url
+    from orlojd.core.keys import ResourceKey
+    from orlojd.core.manifests.registry import canonical_kind
+    from orlojd.engine.workspace import open_workspace
+
+    raw_kind, namespace, name = _object_key(target)
+    kind = canonical_kind(raw_kind)
+    if kind is None:
+        fail(f"unknown kind {raw_kind!r}", "use a kind such as Agent, Tool, Task or TaskSchedule")
+    key = ResourceKey(kind, namespace, name)
+    url = db or (sqlite_url(state_dir.resolve()) if state_dir is not None else open_workspace(path).db_url)
+    store = Store.open(url)
+    try:
+        if key not in store.inventory_digests_all() and suspend:
+            fail(f"{key.short} is not applied", "orlojd status lists the applied objects")
+        changed = store.suspend_run(key, reason, clock.now()) if suspend else store.resume_run(key)
+    finally:
+        store.close()
+    verb = "suspended" if suspend else "resumed"
+    typer.echo(f"{key.short} {verb}" if changed else f"{key.short} was already {verb}")
+    if changed:
+        typer.echo("takes effect at the next reconcile (a push, a webhook, the resync, or orlojd apply)")
+
+
+@app.command()
+def suspend(
+    target: Annotated[str, typer.Argument(help="Kind/name or Kind/namespace/name")],
+    reason: Annotated[str, typer.Option("--reason", help="Why, for orlojd status")] = "",
+    path: Annotated[Path, typer.Option("--path", help="Repository folder (for its state store)")] = Path("."),
+    db: DbOption = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Stop changing one object: it is still planned and reported, never written, until resumed."""
+    _toggle_suspension(target, True, reason, path, db, state_dir)
+
+
+@app.command()
+def resume(
+    target: Annotated[str, typer.Argument(help="Kind/name or Kind/namespace/name")],
+    path: Annotated[Path, typer.Option("--path", help="Repository folder (for its state store)")] = Path("."),
+    db: DbOption = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Undo `orlojd suspend`: the object follows git again."""
+    _toggle_suspension(target, False, "", path, db, state_dir)
+
+
 class LogFormat(StrEnum):
     text = "text"
     json = "json"

@@ -95,9 +95,9 @@ def render_text(report: PlanReport, colour: bool = False, show_unchanged: bool =
         symbol = _SYMBOL[change.action]
         label = f"{symbol} {change.key.short}"
         if change.action is Action.SKIPPED:
-            label += f"  (delete skipped: {change.reason})"
+            label += f"  ({_skipped(change)} skipped: {change.reason})"
         out.append(paint(_COLOUR.get(change.action, "0"), label))
-        if change.action is Action.CONFIGURED:
+        if change.action is Action.CONFIGURED or (change.action is Action.SKIPPED and _skipped(change) == "update"):
             out.extend("    " + _field_line(f) for f in change.diff)
     if show_unchanged:
         out.extend(f"= {key.short}" for key in report.plan.unchanged)
@@ -113,10 +113,20 @@ def render_text(report: PlanReport, colour: bool = False, show_unchanged: bool =
     return "\n".join(out) + "\n"
 
 
+def _skipped(change: Change) -> str:
+    """What a skipped change would have done: a whole-object removal, a creation, or an update."""
+    whole = all("." not in f.path and "[" not in f.path for f in change.diff)
+    if whole and all(f.op == "removed" for f in change.diff):
+        return "delete"
+    if whole and all(f.op == "added" for f in change.diff):
+        return "create"
+    return "update"
+
+
 def _change_block(change: Change) -> str:
     lines = [f"{_SYMBOL[change.action]} {change.key.short}"]
     if change.action is Action.SKIPPED:
-        lines[0] += f"  (delete skipped: {change.reason})"
+        lines[0] += f"  ({_skipped(change)} skipped: {change.reason})"
     lines.extend("  " + _field_line(f) for f in change.diff)
     return "\n".join(lines)
 

@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +65,13 @@ class DaemonLock:
         self._file = handle
         return True
 
-    def wait(self, stop: threading.Event, interval: float = 0.5) -> bool:
-        """Block until the lock is held (a hot standby waits here) or ``stop`` is set."""
+    def wait(self, stop: threading.Event, interval: float = 0.5, tick: Callable[[], object] | None = None) -> bool:
+        """Block until the lock is held (a hot standby waits here) or ``stop`` is set; ``tick`` runs each round."""
         while not stop.is_set():
             if self.try_acquire():
                 return True
+            if tick is not None:
+                tick()
             stop.wait(interval)
         return False
 

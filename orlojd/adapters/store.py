@@ -23,12 +23,12 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, create_engine, select
 
-from orlojd.adapters.tables import InventoryRow, MetaRow, ObjectStatusRow, ReconcileRow
+from orlojd.adapters.tables import InventoryRow, MetaRow, ObjectStatusRow, ReconcileRow, SuspensionRow
 from orlojd.core.conditions import Condition
 from orlojd.core.keys import ResourceKey
 from orlojd.errors import OrlojError
 
-SCHEMA_HEAD = "0001"
+SCHEMA_HEAD = "0002"
 HISTORY_KEPT = 10
 
 
@@ -354,6 +354,30 @@ class Store:
                 chunk = keys[start : start + 200]
                 connection.execute(table.update().where(_keys_match(table, chunk)).values(digest="sha256:drifted"))
             session.commit()
+
+    def suspended_all(self) -> frozenset[ResourceKey]:
+        with self._session() as session:
+            rows = session.exec(select(SuspensionRow)).all()
+            return frozenset(ResourceKey(r.kind, r.namespace, r.name) for r in rows)
+
+    def suspend_run(self, key: ResourceKey, reason: str, now: datetime) -> bool:
+        """Suspend ``key``; False when it already was."""
+        with self._session() as session:
+            if session.get(SuspensionRow, (key.kind, key.namespace, key.name)) is not None:
+                return False
+            session.add(SuspensionRow(kind=key.kind, namespace=key.namespace, name=key.name, reason=reason, since=now))
+            session.commit()
+            return True
+
+    def resume_run(self, key: ResourceKey) -> bool:
+        """Resume ``key``; False when it was not suspended."""
+        with self._session() as session:
+            row = session.get(SuspensionRow, (key.kind, key.namespace, key.name))
+            if row is None:
+                return False
+            session.delete(row)
+            session.commit()
+            return True
 
     def close(self) -> None:
         self.engine.dispose()

@@ -61,3 +61,15 @@ class MetaRow(SQLModel, table=True):
 
     key: str = Field(primary_key=True, max_length=64)
     value: str
+
+
+class SuspensionRow(SQLModel, table=True):
+    """An object suspended with `orlojd suspend`: planned and reported, never changed, until resumed."""
+
+    __tablename__ = "suspensions"
+
+    kind: str = Field(primary_key=True, max_length=64)
+    namespace: str = Field(primary_key=True, max_length=253)
+    name: str = Field(primary_key=True, max_length=253)
+    reason: str = ""
+    since: datetime

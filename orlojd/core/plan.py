@@ -206,6 +206,15 @@ def _reachable(
     return list(seen)
 
 
+def _suspension(key: ResourceKey, body: Mapping[str, Any], suspended: frozenset[ResourceKey]) -> str:
+    """Why ``key`` must not be changed now, or '' when it may."""
+    if key in suspended:
+        return "suspended with 'orlojd suspend'; resume with 'orlojd resume'"
+    if body.get("spec", {}).get("suspend") is True:
+        return "suspended (spec.suspend: true)"
+    return ""
+
+
 def _whole(body: Mapping[str, Any], op: str) -> tuple[FieldChange, ...]:
     """A created or deleted object's fields, top level only (no deep diff needed)."""
     if op == "added":
@@ -219,6 +228,7 @@ def plan(
     actual_bodies: Mapping[ResourceKey, Mapping[str, Any]],
     refs: Mapping[ResourceKey, Sequence[ResourceKey]],
     prune: PruneOptions,
+    suspended: frozenset[ResourceKey] = frozenset(),
 ) -> Plan:
     """Pair desired with applied objects by identity and decide every object's action.
 
@@ -226,6 +236,9 @@ def plan(
     ``refs`` is read only for objects reachable from a changing one. A new reference cycle
     must pass through a changing object (apply refuses cycles), so ordering the objects
     reachable from the changing ones finds every cycle without walking the whole graph.
+
+    A suspended object (``spec.suspend: true`` in git or in the applied copy, or named in
+    ``suspended`` by ``orlojd suspend``) is planned and shown with its diff, but skipped.
     """
     changing = [k for k, d in desired.items() if actual_digests.get(k) != d.digest]
     try:
@@ -237,10 +250,16 @@ def plan(
     changes: list[Change] = []
     for key in apply_order:
         new = desired[key]
+        hold = _suspension(key, new.body, suspended)
         if key not in actual_digests:
-            changes.append(Change(key, Action.CREATED, _whole(new.body, "added")))
+            change = Change(key, Action.CREATED, _whole(new.body, "added"))
         else:
-            changes.append(Change(key, Action.CONFIGURED, diff_fields(actual_bodies.get(key, {}), new.body)))
+            change = Change(key, Action.CONFIGURED, diff_fields(actual_bodies.get(key, {}), new.body))
+        # Switching suspend itself on is applied (so the applied copy, and the scheduler, know);
+        # any other change to a suspended object waits.
+        if hold and not (change.action is Action.CONFIGURED and [f.path for f in change.diff] == ["spec.suspend"]):
+            change = change._replace(action=Action.SKIPPED, reason=hold)
+        changes.append(change)
     unchanged = tuple(k for k, d in desired.items() if actual_digests.get(k) == d.digest)
     gone = sorted((k for k in actual_digests if k not in desired), key=lambda k: (stage_of(k.kind), k), reverse=True)
     deletions: list[Change] = []
@@ -248,7 +267,10 @@ def plan(
         body = actual_bodies.get(key, {})
         annotation = body.get("metadata", {}).get("annotations", {}).get(PRUNE)
         removed = _whole(body, "removed")
-        if not prune.enabled:
+        hold = _suspension(key, body, suspended)
+        if hold:
+            deletions.append(Change(key, Action.SKIPPED, removed, hold))
+        elif not prune.enabled:
             deletions.append(Change(key, Action.SKIPPED, removed, "prune is off in orlojd.yaml (prune.enabled)"))
         elif annotation == PRUNE_DISABLED:
             deletions.append(Change(key, Action.SKIPPED, removed, f"annotation {PRUNE}: {PRUNE_DISABLED}"))

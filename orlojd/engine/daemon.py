@@ -120,8 +120,10 @@ class Daemon:
         if not lock.try_acquire():
             message = f"standby: waiting for the repository lock held by {lock.holder()}"
             log.info(message, extra={"event": "standby"})
-            self.notifier.status(message)
-            if not lock.wait(self.stop):
+            # A standby is up and healthy: tell systemd so (READY, then watchdog pings while waiting),
+            # or Type=notify would time it out and restart it in a loop.
+            self.notifier.ready(message)
+            if not lock.wait(self.stop, tick=self.notifier.watchdog):
                 self.store.close()
                 return 0
         log.info("lock acquired", extra={"event": "lock_acquired"})

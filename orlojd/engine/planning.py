@@ -136,7 +136,14 @@ class Planner:
         broad = any(k.kind in GOVERNING_KINDS for k in changed)
         kinds = {"Agent", *GOVERNING_KINDS} if broad else set(GOVERNING_KINDS)
         old_bodies = self.store.inventory_bodies_some(changed & digests.keys(), kinds)
-        result = plan(desired.objects, digests, old_bodies, _Targets(desired), _prune(self.ws, confirm_prune))
+        result = plan(
+            desired.objects,
+            digests,
+            old_bodies,
+            _Targets(desired),
+            _prune(self.ws, confirm_prune),
+            self.store.suspended_all(),
+        )
         result = replace(
             result, errors=result.errors + _literal_secrets(desired, self.ws.settings.secrets.allow_literal)
         )

@@ -18,6 +18,7 @@ from orlojd.core.manifests.base import (
     PermissionEntry,
     RefName,
     ResourceKind,
+    Spec,
     inert,
 )
 
@@ -125,7 +126,7 @@ class AgentExecution(OrlojModel):
     tool_use_behavior: Literal["run_llm_again", "stop_on_first_tool"] = "run_llm_again"
 
 
-class AgentSpec(OrlojModel):
+class AgentSpec(Spec):
     """What an agent is: its model, prompt, granted tools, governance and retry policy."""
 
     model: Annotated[str, Field(min_length=1)] | None = Field(

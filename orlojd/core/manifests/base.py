@@ -87,6 +87,12 @@ class OrlojModel(BaseModel):
         return data
 
 
+class Spec(OrlojModel):
+    """Base of every kind's spec. ``suspend: true`` keeps the object planned and reported, never changed."""
+
+    suspend: bool = Field(default=False, description="Plan and report this object, but do not change it")
+
+
 class Access(StrEnum):
     """What a call does to a resource. Orloj's operation classes, same four words."""
 

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from orlojd.core.durations import Duration
-from orlojd.core.manifests.base import OrlojModel, RefName, ResourceKind
+from orlojd.core.manifests.base import OrlojModel, RefName, ResourceKind, Spec
 
 
 class SecretAuth(OrlojModel):
@@ -20,7 +20,7 @@ class SecretAuth(OrlojModel):
     header_name: str | None = None
 
 
-class MemorySpec(OrlojModel):
+class MemorySpec(Spec):
     type: str | None = None
     provider: str = "in-memory"
     embedding_model: str | None = None
@@ -54,7 +54,7 @@ class Reconnect(OrlojModel):
     backoff: Duration = "2s"
 
 
-class McpServerSpec(OrlojModel):
+class McpServerSpec(Spec):
     transport: Literal["stdio", "http"]
     command: str | None = None
     args: list[str] = Field(default_factory=list)

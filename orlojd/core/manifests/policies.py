@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 
 from orlojd.core.durations import Duration
 from orlojd.core.manifests.agents import Budgets
-from orlojd.core.manifests.base import OrlojModel, PermissionEntry, RefName, ResourceKind
+from orlojd.core.manifests.base import OrlojModel, PermissionEntry, RefName, ResourceKind, Spec
 
 
 class PolicySelector(OrlojModel):
@@ -40,7 +40,7 @@ class ApprovalRules(OrlojModel):
     timeout: Duration = "1h"
 
 
-class PolicySpec(OrlojModel):
+class PolicySpec(Spec):
     selector: PolicySelector = Field(default_factory=PolicySelector)
     allow: list[PermissionEntry] | None = Field(
         default=None, description="Ceiling: pairs outside it are denied even if an agent grants them"
@@ -61,7 +61,7 @@ class Policy(ResourceKind):
     spec: PolicySpec
 
 
-class AgentPolicySpec(OrlojModel):
+class AgentPolicySpec(Spec):
     max_tokens_per_run: Annotated[int, Field(ge=0)] = 0
     allowed_models: list[str] = Field(default_factory=list)
     blocked_tools: list[str] = Field(default_factory=list)
@@ -75,7 +75,7 @@ class AgentPolicy(ResourceKind):
     spec: AgentPolicySpec
 
 
-class AgentRoleSpec(OrlojModel):
+class AgentRoleSpec(Spec):
     description: str = ""
     permissions: list[str] = Field(default_factory=list)
 
@@ -90,7 +90,7 @@ class OperationRule(OrlojModel):
     verdict: Literal["allow", "deny", "approval_required"] = "allow"
 
 
-class ToolPermissionSpec(OrlojModel):
+class ToolPermissionSpec(Spec):
     tool_ref: RefName | None = Field(default=None, description="Defaults to metadata.name")
     action: str = "invoke"
     required_permissions: list[str] = Field(default_factory=list)
@@ -111,7 +111,7 @@ class ToolPermission(ResourceKind):
     spec: ToolPermissionSpec
 
 
-class ToolApprovalSpec(OrlojModel):
+class ToolApprovalSpec(Spec):
     task_ref: RefName
     tool: str
     operation_class: str | None = None

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from orlojd.core.manifests.base import OrlojModel, RefName, ResourceKind
+from orlojd.core.manifests.base import OrlojModel, RefName, ResourceKind, Spec
 
 
 class GraphEdge(OrlojModel):
@@ -36,7 +36,7 @@ class GraphNode(OrlojModel):
         return out
 
 
-class AgentSystemSpec(OrlojModel):
+class AgentSystemSpec(Spec):
     agents: Annotated[list[RefName], Field(min_length=1)]
     graph: dict[str, GraphNode] = Field(default_factory=dict)
 

@@ -10,7 +10,7 @@ from pydantic import AfterValidator, Field, JsonValue, field_validator, model_va
 from orlojd.core.cron import CronError, validate_cron
 from orlojd.core.durations import Duration
 from orlojd.core.manifests.agents import Jitter, RetryPolicy
-from orlojd.core.manifests.base import OrlojModel, RefName, ResourceKind, inert
+from orlojd.core.manifests.base import OrlojModel, RefName, ResourceKind, Spec, inert
 
 # Orloj's priority is free text; these words map onto orlojd's 1 (first) .. 5 (last).
 PRIORITY_WORDS = {"critical": 1, "urgent": 1, "high": 2, "normal": 3, "medium": 3, "low": 4, "background": 5}
@@ -30,7 +30,7 @@ class TaskRequirements(OrlojModel):
     model: str | None = None
 
 
-class TaskSpec(OrlojModel):
+class TaskSpec(Spec):
     """One unit of work for an agent or an AgentSystem. ``mode: template`` never runs by itself."""
 
     agent: RefName | None = None
@@ -81,11 +81,10 @@ def _zone(value: str) -> str:
     return value
 
 
-class TaskScheduleSpec(OrlojModel):
+class TaskScheduleSpec(Spec):
     task_ref: RefName = Field(description="A Task with mode: template")
     schedule: Annotated[str, AfterValidator(_cron)]
     time_zone: Annotated[str, AfterValidator(_zone)] = "UTC"
-    suspend: bool = False
     starting_deadline_seconds: Annotated[int, Field(ge=0)] = 300
     concurrency_policy: Literal["forbid", "allow", "replace"] = "forbid"
     successful_history_limit: Annotated[int, Field(ge=0)] = 10
@@ -116,9 +115,8 @@ class WebhookPayload(OrlojModel):
     input_key: str = "webhook_payload"
 
 
-class TaskWebhookSpec(OrlojModel):
+class TaskWebhookSpec(Spec):
     task_ref: RefName
-    suspend: bool = False
     auth: WebhookAuth
     idempotency: WebhookIdempotency = Field(default_factory=WebhookIdempotency)
     payload: WebhookPayload = Field(default_factory=WebhookPayload)
@@ -136,7 +134,7 @@ class WorkerCapabilities(OrlojModel):
     supported_models: list[str] = Field(default_factory=list)
 
 
-class WorkerSpec(OrlojModel):
+class WorkerSpec(Spec):
     region: str | None = None
     capabilities: WorkerCapabilities = Field(default_factory=WorkerCapabilities)
     max_concurrent_tasks: Annotated[int, Field(ge=0)] = 1

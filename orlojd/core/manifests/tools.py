@@ -17,7 +17,7 @@ from pydantic import Field, PlainSerializer, SecretStr, model_validator
 
 from orlojd.core.durations import Duration
 from orlojd.core.manifests.agents import Jitter
-from orlojd.core.manifests.base import Access, OrlojModel, PermissionEntry, RefName, ResourceKind, inert
+from orlojd.core.manifests.base import Access, OrlojModel, PermissionEntry, RefName, ResourceKind, Spec, inert
 
 
 class RiskLevel(StrEnum):
@@ -60,7 +60,7 @@ class ToolAuth(OrlojModel):
         return self
 
 
-class ToolSpec(OrlojModel):
+class ToolSpec(Spec):
     """A callable tool and the (access, resource) pairs every call to it needs."""
 
     type: Literal["http", "external", "grpc", "webhook-callback", "queue", "mcp", "wasm", "builtin", "agent"] = "http"
@@ -99,7 +99,7 @@ class EndpointAuth(OrlojModel):
     secret_ref: RefName
 
 
-class ModelEndpointSpec(OrlojModel):
+class ModelEndpointSpec(Spec):
     """Where a model is served. ``scripted`` is the offline model used by the demo and tests."""
 
     provider: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")] = "openai"
@@ -134,7 +134,7 @@ def _fingerprint(value: SecretStr) -> str:
 SecretValue = Annotated[SecretStr, PlainSerializer(_fingerprint, return_type=str)]
 
 
-class SecretSpec(OrlojModel):
+class SecretSpec(Spec):
     """Exactly one source: env, file, systemdCredential, or (discouraged) a literal value."""
 
     env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
