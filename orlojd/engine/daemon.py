@@ -152,15 +152,22 @@ class Daemon:
         next_attempt = 0.0
         next_poll = 0.0
         next_resync = time.monotonic() + options.resync_interval
-        first = True
+        pending = True  # reconcile once at start
+        resync = False
         while not self.stop.is_set():
+            if self.wake.is_set():
+                self.wake.clear()
+                pending = True
             now = time.monotonic()
-            woken = self.wake.is_set()
-            self.wake.clear()
-            resync = now >= next_resync
-            polling = self.source is not None and self.source.is_remote and now >= next_poll
-            if (first or woken or resync or polling) and now >= next_attempt:
-                first = False
+            if now >= next_resync:
+                pending = resync = True
+                next_resync = now + options.resync_interval
+            if self.source is not None and self.source.is_remote and now >= next_poll:
+                pending = True
+                jitter = options.poll_interval * 0.1
+                next_poll = now + options.poll_interval + random.uniform(-jitter, jitter)
+            if pending and now >= next_attempt:
+                pending = False
                 if self.reload.is_set():
                     self.reload.clear()
                     self.planner = None
@@ -168,20 +175,18 @@ class Daemon:
                     log.info("reloading settings", extra={"event": "reload"})
                 try:
                     self.reconcile(resync=resync)
-                    backoff = 0.0
-                    next_attempt = 0.0
+                    resync = False
+                    backoff = next_attempt = 0.0
                 except (GitError, StoreError) as exc:
+                    pending = True  # retried when the backoff is over, whatever else happens
                     backoff = min(BACKOFF_MAX, max(BACKOFF_MIN, backoff * 2))
                     next_attempt = time.monotonic() + backoff
                     self._set_status("Reconciling", "TransientError", f"{exc.message}; retrying in {backoff:.0f}s")
                     log.warning("transient error: %s", exc.message, extra={"event": "reconcile_retry"})
-                if resync:
-                    next_resync = time.monotonic() + options.resync_interval
-                if polling:
-                    jitter = options.poll_interval * 0.1
-                    next_poll = time.monotonic() + options.poll_interval + random.uniform(-jitter, jitter)
             self.notifier.watchdog()
-            deadlines = [next_resync, next_attempt if next_attempt else next_resync]
+            deadlines = [next_resync]
+            if pending:
+                deadlines.append(next_attempt)
             if self.source is not None and self.source.is_remote:
                 deadlines.append(next_poll)
             timeout = max(0.0, min(deadlines) - time.monotonic())
