@@ -28,7 +28,7 @@ from orlojd.core.conditions import Condition
 from orlojd.core.keys import ResourceKey
 from orlojd.errors import OrlojError
 
-SCHEMA_HEAD = "0002"
+SCHEMA_HEAD = "0003"
 HISTORY_KEPT = 10
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import BigInteger, DateTime
 from sqlmodel import Field, SQLModel
 
 
@@ -73,3 +74,31 @@ class SuspensionRow(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=253)
     reason: str = ""
     since: datetime
+
+
+class TaskRow(SQLModel, table=True):
+    """One Task run in the queue (see ``adapters/queue.py``); unique per (task_key, digest): run-once.
+
+    ``available_at`` is when the row becomes claimable: for a pending task its first run or
+    retry, for a running task the end of its lease. Timestamps are UTC (timestamptz on PostgreSQL).
+    """
+
+    __tablename__ = "tasks"
+
+    id: str = Field(primary_key=True, max_length=32)
+    task_key: str = Field(max_length=600)
+    digest: str = Field(max_length=80)
+    state: str = Field(max_length=20)
+    priority: int = 3
+    attempts: int = 0
+    max_attempts: int = 3
+    available_at: datetime = Field(sa_type=DateTime(timezone=True))
+    lease_owner: str | None = Field(default=None, max_length=200)
+    lease_until: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    fencing_token: int = Field(default=0, sa_type=BigInteger)
+    payload: str = "{}"
+    result: str | None = None
+    last_error: str | None = None
+    created_at: datetime = Field(sa_type=DateTime(timezone=True))
+    updated_at: datetime = Field(sa_type=DateTime(timezone=True))
+    finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
