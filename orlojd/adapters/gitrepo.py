@@ -91,6 +91,8 @@ def list_tree(repo: Path, commit: str, prefix: str = "", paths: Sequence[str] = 
         mode, kind, oid, size = meta.split()
         if kind != b"blob":
             continue
+        if not size.isdigit():  # 'BAD' or '-': the object is missing from the repository
+            raise GitError(f"object {oid.decode()} is missing from {repo}", "run 'git fsck'; fetch the commit again")
         path = raw_path.decode("utf-8", errors="surrogateescape")
         entries.append(TreeEntry(path[len(prefix) :], oid.decode(), int(size), mode.decode()))
     return entries

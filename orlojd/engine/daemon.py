@@ -197,7 +197,19 @@ class Daemon:
     # -- one pass ------------------------------------------------------------------------
 
     def reconcile(self, resync: bool = False) -> None:
-        """One pass over the branch tip; raises GitError/StoreError only for transient failures."""
+        """One pass over the branch tip; raises GitError/StoreError only for transient failures.
+
+        A transient failure leaves ``last_attempted`` as it was, so the retry after the
+        backoff runs the whole pass again instead of taking the tip as already handled.
+        """
+        previous = self.last_attempted
+        try:
+            self._reconcile(resync)
+        except (GitError, StoreError):
+            self.last_attempted = previous
+            raise
+
+    def _reconcile(self, resync: bool) -> None:
         assert self.source is not None and self.store is not None
         started = clock.now()
         tip = self.source.refresh()
