@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from orlojd.core.webhooks import MAX_BODY_BYTES, ReplayGuard, verify
+from orlojd.errors import OrlojError
 
 if TYPE_CHECKING:
     from orlojd.engine.daemon import Daemon
@@ -93,8 +94,14 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def start_server(address: tuple[str, int], daemon: Daemon) -> ThreadingHTTPServer:
-    """Serve in a background thread; the caller shuts it down."""
-    server = _Server(address, daemon)
+    """Serve in a background thread; the caller shuts it down. A port in use is the user's error, said so."""
+    try:
+        server = _Server(address, daemon)
+    except OSError as exc:
+        raise OrlojError(
+            f"cannot listen on {address[0]}:{address[1]}: {exc.strerror}",
+            "choose a free --listen HOST:PORT, or stop what uses it",
+        ) from None
     thread = threading.Thread(target=server.serve_forever, name="orlojd-http", daemon=True)
     thread.start()
     log.info("listening on %s:%d", *server.server_address[:2], extra={"event": "http_listening"})

@@ -575,6 +575,8 @@ def test_a_busy_listen_port_is_an_error_without_a_traceback(tmp_path: Path, orig
     assert done.returncode != 0
     assert "Traceback" not in done.stdout + done.stderr, done.stderr
     assert any(line.startswith("error: ") and "in use" in line for line in done.stderr.splitlines()), done.stderr
+    assert "internal error" not in done.stderr  # a user's mistake, said as one, with a next step
+    assert "choose a free --listen" in done.stderr
 
 
 # -- transient git errors -------------------------------------------------------------------------------------
