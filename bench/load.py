@@ -187,11 +187,7 @@ def _task(team: int, ns: str, i: int) -> str:
 
 def _fixed(team: int, ns: str) -> list[tuple[str, str]]:
     model = _head("ModelEndpoint", "model", ns) + (
-        "spec:\n"
-        "  provider: scripted\n"
-        "  defaultModel: bench-script\n"
-        "  options:\n"
-        "    temperature: '0'\n"
+        "spec:\n  provider: scripted\n  defaultModel: bench-script\n  options:\n    temperature: '0'\n"
     )
     secret = _head("Secret", "tools-token", ns) + "spec:\n  env: TOOLS_TOKEN\n"
     policy = _head("Policy", "limits", ns) + (
@@ -226,7 +222,7 @@ def _fixed(team: int, ns: str) -> list[tuple[str, str]]:
     schedule = _head("TaskSchedule", "nightly", ns) + (
         "spec:\n"
         "  taskRef: nightly\n"
-        f"  schedule: \"{team % 60} 2 * * *\"\n"
+        f'  schedule: "{team % 60} 2 * * *"\n'
         "  timeZone: Europe/Prague\n"
         "  concurrencyPolicy: forbid\n"
     )
@@ -250,6 +246,21 @@ def generate(folders: int) -> Iterator[tuple[str, bytes]]:
         files += [(f"tasks/task-{i:02d}.yaml", _task(team, ns, i)) for i in range(TASKS_PER_FOLDER)]
         for rel, text in files:
             yield f"{ns}/{rel}", text.encode()
+
+
+def provenance() -> dict[str, Any]:
+    """Where and on what a figure was measured: machine, orlojd commit (and whether it was dirty), date."""
+    return {
+        "machine": {
+            "nproc": os.cpu_count(),
+            "python": platform.python_version(),
+            "git": git(HERE, "--version").decode().split()[-1],
+            "platform": platform.platform(),
+        },
+        "orlojd_commit": git(HERE.parent, "rev-parse", "--short", "HEAD").decode().strip(),
+        "orlojd_dirty": bool(git(HERE.parent, "status", "--porcelain", "--", "orlojd").strip()),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
 
 
 def git(repo: Path, *args: str, stdin: bytes | None = None) -> bytes:
@@ -407,9 +418,7 @@ def fmt_ms(seconds: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats; finishes in under 60 s")
     parser.add_argument("--repeats", type=int, default=None, help="override the number of repeats")
     parser.add_argument("--folders", type=int, default=100, help="folders of 100 manifests (default 100)")
@@ -425,8 +434,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         start = time.perf_counter()
         files, size = build_repo(repo, args.folders)
-        print(f"workload: {files:,} manifests in {args.folders} folders, {size / 1e6:.1f} MB, "
-              f"{size / files:.0f} B/file; repo built in {time.perf_counter() - start:.1f} s ({repo})")
+        print(
+            f"workload: {files:,} manifests in {args.folders} folders, {size / 1e6:.1f} MB, "
+            f"{size / files:.0f} B/file; repo built in {time.perf_counter() - start:.1f} s ({repo})"
+        )
 
         import orlojd.sources  # noqa: F401  (import cost is not part of the load)
 
@@ -442,10 +453,14 @@ def main(argv: list[str] | None = None) -> int:
         floor_rate = expected / floor_median
         rate = expected / orlojd_median
         ratio = floor_rate / rate
-        print(f"floor  (ls-tree + cat-file --batch + CSafeLoader): median {fmt_ms(floor_median)} "
-              f"= {floor_rate:,.0f} manifests/s  runs: {', '.join(fmt_ms(s) for s in floor_s)}")
-        print(f"orlojd (load_revision HEAD, resolve=True):         median {fmt_ms(orlojd_median)} "
-              f"= {rate:,.0f} manifests/s  runs: {', '.join(fmt_ms(s) for s in orlojd_s)}")
+        print(
+            f"floor  (ls-tree + cat-file --batch + CSafeLoader): median {fmt_ms(floor_median)} "
+            f"= {floor_rate:,.0f} manifests/s  runs: {', '.join(fmt_ms(s) for s in floor_s)}"
+        )
+        print(
+            f"orlojd (load_revision HEAD, resolve=True):         median {fmt_ms(orlojd_median)} "
+            f"= {rate:,.0f} manifests/s  runs: {', '.join(fmt_ms(s) for s in orlojd_s)}"
+        )
         verdict = "meets" if ratio <= TARGET_RATIO else "MISSES"
         print(f"ratio: orlojd is {ratio:.2f}x the floor; target <= {TARGET_RATIO:.1f}x: {verdict}")
 
@@ -457,8 +472,10 @@ def main(argv: list[str] | None = None) -> int:
         help_median = statistics.median(help_s)
         help_floor = statistics.median(help_floor_s)
         help_verdict = "meets" if help_median < HELP_TARGET_SECONDS else "MISSES"
-        print(f"orlojd --help: median {fmt_ms(help_median)} (target < {fmt_ms(HELP_TARGET_SECONDS)}: "
-              f"{help_verdict}); floor python -c 'import pydantic, yaml, git': {fmt_ms(help_floor)}")
+        print(
+            f"orlojd --help: median {fmt_ms(help_median)} (target < {fmt_ms(HELP_TARGET_SECONDS)}: "
+            f"{help_verdict}); floor python -c 'import pydantic, yaml, git': {fmt_ms(help_floor)}"
+        )
 
         if args.profile:
             print(profile_once(repo, expected))
@@ -482,15 +499,7 @@ def main(argv: list[str] | None = None) -> int:
         "help_seconds": round(help_median, 4),
         "help_floor_seconds": round(help_floor, 4),
         "help_target_seconds": HELP_TARGET_SECONDS,
-        "machine": {
-            "nproc": os.cpu_count(),
-            "python": platform.python_version(),
-            "git": git(HERE, "--version").decode().split()[-1],
-            "platform": platform.platform(),
-        },
-        "orlojd_commit": git(HERE.parent, "rev-parse", "--short", "HEAD").decode().strip(),
-        "orlojd_dirty": bool(git(HERE.parent, "status", "--porcelain", "--", "orlojd").strip()),
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **provenance(),
     }
     print(json.dumps(result, sort_keys=True))
     return 0

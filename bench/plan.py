@@ -21,11 +21,8 @@ The last line printed is one JSON object (see bench/README.md).
 from __future__ import annotations
 
 import argparse
-import datetime
 import io
 import json
-import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -35,7 +32,7 @@ import time
 from pathlib import Path
 
 import yaml
-from load import PER_FOLDER, WORK, build_repo, floor_load, generate, git
+from load import PER_FOLDER, WORK, build_repo, floor_load, generate, git, provenance
 
 METRIC = "warm_plan_10k"
 WARM_TARGET_MS = 100.0
@@ -68,8 +65,9 @@ def floor_incremental(repo: Path, old: str, new: str) -> int:
     """git diff --name-only + one cat-file --batch of the changed paths + CSafeLoader."""
     names = [p for p in git(repo, "diff", "--name-only", "-z", old, new).split(b"\0") if p]
     specs = b"".join(new.encode() + b":" + p + b"\n" for p in names)
-    out = subprocess.run(["git", "-C", str(repo), "cat-file", "--batch"], input=specs, capture_output=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["git", "-C", str(repo), "cat-file", "--batch"], input=specs, capture_output=True, check=True
+    ).stdout
     documents, pos = 0, 0
     for _ in names:
         end = out.index(b"\n", pos)
@@ -110,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         ws = open_workspace(repo, f"sqlite:///{repo / 'state.db'}")
         store = Store.open(ws.db_url)
         applied = apply_revision(ws, store, base)
-        print(f"workload: {expected:,} manifests; {len(changed)} edited in B, 1 in C; repo and first apply "
-              f"in {time.perf_counter() - start:.1f} s; applied {applied.planned.report.plan.summary['create']:,}")
+        print(
+            f"workload: {expected:,} manifests; {len(changed)} edited in B, 1 in C; repo and first apply "
+            f"in {time.perf_counter() - start:.1f} s; applied {applied.planned.report.plan.summary['create']:,}"
+        )
 
         def cold() -> float:
             began = time.perf_counter()
@@ -153,12 +153,16 @@ def main(argv: list[str] | None = None) -> int:
         warm_median, inc_floor = statistics.median(warm_s), statistics.median(inc_floor_s)
         cold_ratio = cold_median / load_floor
         warm_ratio = warm_median / inc_floor
-        print(f"cold plan (10k, 1% changed): median {cold_median * 1000:,.0f} ms; load floor "
-              f"{load_floor * 1000:,.0f} ms; ratio {cold_ratio:.2f}x (target <= {COLD_TARGET_RATIO}x): "
-              f"{'meets' if cold_ratio <= COLD_TARGET_RATIO else 'MISSES'}")
-        print(f"warm plan (1 file changed):  median {warm_median * 1000:,.1f} ms; incremental floor "
-              f"{inc_floor * 1000:,.1f} ms; ratio {warm_ratio:.2f}x; target < {WARM_TARGET_MS:.0f} ms: "
-              f"{'meets' if warm_median * 1000 < WARM_TARGET_MS else 'MISSES'}")
+        print(
+            f"cold plan (10k, 1% changed): median {cold_median * 1000:,.0f} ms; load floor "
+            f"{load_floor * 1000:,.0f} ms; ratio {cold_ratio:.2f}x (target <= {COLD_TARGET_RATIO}x): "
+            f"{'meets' if cold_ratio <= COLD_TARGET_RATIO else 'MISSES'}"
+        )
+        print(
+            f"warm plan (1 file changed):  median {warm_median * 1000:,.1f} ms; incremental floor "
+            f"{inc_floor * 1000:,.1f} ms; ratio {warm_ratio:.2f}x; target < {WARM_TARGET_MS:.0f} ms: "
+            f"{'meets' if warm_median * 1000 < WARM_TARGET_MS else 'MISSES'}"
+        )
         result = {
             "metric": METRIC,
             "value": round(warm_median * 1000, 2),
@@ -173,8 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             "objects": expected,
             "changed_cold": len(changed),
             "quick": args.quick,
-            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "machine": {"nproc": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+            **provenance(),
         }
         print(json.dumps(result, sort_keys=True))
         return 0

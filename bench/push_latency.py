@@ -26,11 +26,8 @@ The last line printed is one JSON object (see bench/README.md).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
-import os
-import platform
 import shutil
 import signal
 import statistics
@@ -43,7 +40,7 @@ from pathlib import Path
 from typing import IO
 
 import watchfiles
-from load import HERE, WORK, generate, git
+from load import WORK, generate, git, provenance
 
 METRIC = "push_to_applied_p50"
 TARGET_MS = 300.0
@@ -186,8 +183,10 @@ def main(argv: list[str] | None = None) -> int:
         watcher = RefWatcher(origin)
         watcher.thread.start()
         time.sleep(0.2)  # let the inotify watches settle
-        print(f"workload: {len(paths)} manifests in a bare origin ({root}); orlojd serve applied the first "
-              f"revision {startup:.2f} s after start")
+        print(
+            f"workload: {len(paths)} manifests in a bare origin ({root}); orlojd serve applied the first "
+            f"revision {startup:.2f} s after start"
+        )
 
         # -- the pushes ---------------------------------------------------------------------------
         applied_ms: list[float] = []
@@ -244,19 +243,29 @@ def main(argv: list[str] | None = None) -> int:
     ratio = p50 / floor_p50
     poll_cost_ms = poll_seconds / polls * 1000
     print(f"git push itself: median {statistics.median(push_ms):.1f} ms (local, file transport)")
-    print(f"floor  push returned -> watchfiles event (step {STEP_MS} ms, debounce {DEBOUNCE_MS} ms): "
-          f"p50 {floor_p50:.1f} ms, p95 {floor_p95:.1f} ms, min {min(event_ms):.1f}, max {max(event_ms):.1f}"
-          f"{f'; {early} events came before push returned' if early else ''}")
-    print(f"orlojd push returned -> revision applied in the store: p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
-          f"min {min(applied_ms):.1f}, max {max(applied_ms):.1f}  ({pushes} pushes after {WARMUP_PUSHES} warm-up)")
-    print(f"       polled every {POLL_SECONDS * 1000:.0f} ms + {poll_cost_ms:.2f} ms per query: a figure is late by "
-          f"at most {POLL_SECONDS * 1000 + 2 * poll_cost_ms:.1f} ms")
-    print(f"ratio {ratio:.2f}x the floor; target p50 < {TARGET_MS:.0f} ms: "
-          f"{'meets' if p50 < TARGET_MS else 'MISSES'}; orlojd serve exited {exit_code} on SIGTERM")
-    print(f"reference (not measured): default polling of Flux {FLUX_POLL_DEFAULT_S} s (average "
-          f"{FLUX_POLL_DEFAULT_S / 2:.0f} s after a push), Argo CD {ARGOCD_POLL_DEFAULT_S} s (average "
-          f"{ARGOCD_POLL_DEFAULT_S / 2:.0f} s): {FLUX_POLL_DEFAULT_S / 2 * 1000 / p50:,.0f}x and "
-          f"{ARGOCD_POLL_DEFAULT_S / 2 * 1000 / p50:,.0f}x orlojd's p50")
+    print(
+        f"floor  push returned -> watchfiles event (step {STEP_MS} ms, debounce {DEBOUNCE_MS} ms): "
+        f"p50 {floor_p50:.1f} ms, p95 {floor_p95:.1f} ms, min {min(event_ms):.1f}, max {max(event_ms):.1f}"
+        f"{f'; {early} events came before push returned' if early else ''}"
+    )
+    print(
+        f"orlojd push returned -> revision applied in the store: p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
+        f"min {min(applied_ms):.1f}, max {max(applied_ms):.1f}  ({pushes} pushes after {WARMUP_PUSHES} warm-up)"
+    )
+    print(
+        f"       polled every {POLL_SECONDS * 1000:.0f} ms + {poll_cost_ms:.2f} ms per query: a figure is late by "
+        f"at most {POLL_SECONDS * 1000 + 2 * poll_cost_ms:.1f} ms"
+    )
+    print(
+        f"ratio {ratio:.2f}x the floor; target p50 < {TARGET_MS:.0f} ms: "
+        f"{'meets' if p50 < TARGET_MS else 'MISSES'}; orlojd serve exited {exit_code} on SIGTERM"
+    )
+    print(
+        f"reference (not measured): default polling of Flux {FLUX_POLL_DEFAULT_S} s (average "
+        f"{FLUX_POLL_DEFAULT_S / 2:.0f} s after a push), Argo CD {ARGOCD_POLL_DEFAULT_S} s (average "
+        f"{ARGOCD_POLL_DEFAULT_S / 2:.0f} s): {FLUX_POLL_DEFAULT_S / 2 * 1000 / p50:,.0f}x and "
+        f"{ARGOCD_POLL_DEFAULT_S / 2 * 1000 / p50:,.0f}x orlojd's p50"
+    )
     print(f"total {time.perf_counter() - began:.1f} s")
     result = {
         "metric": METRIC,
@@ -279,15 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         "flux_poll_default_s": FLUX_POLL_DEFAULT_S,
         "argocd_poll_default_s": ARGOCD_POLL_DEFAULT_S,
         "quick": args.quick,
-        "machine": {
-            "nproc": os.cpu_count(),
-            "python": platform.python_version(),
-            "git": git(HERE, "--version").decode().split()[-1],
-            "platform": platform.platform(),
-        },
-        "orlojd_commit": git(HERE.parent, "rev-parse", "--short", "HEAD").decode().strip(),
-        "orlojd_dirty": bool(git(HERE.parent, "status", "--porcelain", "--", "orlojd").strip()),
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **provenance(),
     }
     print(json.dumps(result, sort_keys=True))
     return 0

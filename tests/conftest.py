@@ -1,4 +1,4 @@
-"""Shared fixtures: real git repositories in tmp_path, the real CLI in a subprocess.
+"""Shared fixtures: real git repositories in tmp_path, the real CLI in a subprocess, both stores.
 
 Tiers live in folders: tests/unit (pure core), tests/integration (real git, SQLite,
 PostgreSQL), tests/e2e (the installed `orlojd` command). The full suite runs all.
@@ -10,11 +10,15 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -111,3 +115,73 @@ def cli() -> Callable[..., Result]:
 def conformance_dir() -> Path:
     assert CONFORMANCE.is_dir(), f"conformance corpus missing at {CONFORMANCE}"
     return CONFORMANCE
+
+
+# -- state stores: `db_url` runs a test on SQLite and on a throw-away PostgreSQL database --------------
+
+PG_HOST = "127.0.0.1"
+PG_PORT = 5432
+PG_ADMIN = f"postgresql://postgres@{PG_HOST}:{PG_PORT}/postgres"
+PG_START_DEADLINE = 30.0
+PG_POLL_INTERVAL = 0.1
+
+
+def _pg_reachable() -> bool:
+    try:
+        with psycopg.connect(PG_ADMIN, connect_timeout=2) as connection:
+            connection.execute("SELECT 1")
+        return True
+    except psycopg.OperationalError:
+        return False
+
+
+def _start_postgres() -> str:
+    """Start the local cluster with pg_ctlcluster; return what it said (for the failure message)."""
+    versions = sorted(p.name for p in Path("/etc/postgresql").iterdir()) if Path("/etc/postgresql").is_dir() else []
+    if not versions:
+        return "no cluster under /etc/postgresql"
+    done = subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "start"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    # Another xdist worker may have started it a moment ago: "already running" is fine, the poll decides.
+    return f"exit {done.returncode}: {done.stdout.strip()} {done.stderr.strip()}"
+
+
+def ensure_postgres() -> None:
+    """Make sure the server accepts connections, starting it if needed; poll with a deadline, never a fixed sleep."""
+    if _pg_reachable():
+        return
+    said = _start_postgres()
+    deadline = time.monotonic() + PG_START_DEADLINE
+    while time.monotonic() < deadline:
+        if _pg_reachable():
+            return
+        time.sleep(PG_POLL_INTERVAL)
+    pytest.fail(f"PostgreSQL at {PG_HOST}:{PG_PORT} did not accept connections within {PG_START_DEADLINE}s ({said})")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> None:
+    ensure_postgres()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty state store URL: SQLite file or a throw-away PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'state.db'}"
+        return
+    request.getfixturevalue("postgres_server")
+    name = f"orlojd_test_{uuid.uuid4().hex}"
+    assert name != "test"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
+        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
+            connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -15,7 +15,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import pytest
+from conftest import GIT_ENV, ORLOJD
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -31,14 +31,6 @@ from sqlalchemy.pool import NullPool
 
 from orlojd.adapters.store import normalise_url
 
-ORLOJD = str(Path(sys.executable).with_name("orlojd"))
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "Test Author",
-    "GIT_AUTHOR_EMAIL": "author@example.invalid",
-    "GIT_COMMITTER_NAME": "Test Author",
-    "GIT_COMMITTER_EMAIL": "author@example.invalid",
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
 DEADLINE = 30.0  # generous: a daemon start (imports, migrations) takes ~2 s on an idle machine
 POLL = 0.03
 STOP_GRACE = 15.0

@@ -6,7 +6,6 @@ throw-away PostgreSQL database), passed with ``--db``.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -16,19 +15,6 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
-
-def _integration_fixtures() -> Any:
-    path = Path(__file__).resolve().parents[1] / "integration" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("orlojd_tests_integration_fixtures", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_fixtures = _integration_fixtures()
-db_url = _fixtures.db_url
-postgres_server = _fixtures.postgres_server
 
 SECRET_VALUE = "hunter2-supersecret"
 

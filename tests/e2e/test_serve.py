@@ -16,7 +16,6 @@ import fcntl
 import hashlib
 import hmac
 import http.client
-import importlib.util
 import json
 import signal
 import socket
@@ -33,19 +32,6 @@ from orlojd.core.digest import digest_of
 
 pytestmark = pytest.mark.e2e
 
-
-def _integration_fixtures() -> Any:
-    path = Path(__file__).resolve().parents[1] / "integration" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("orlojd_tests_integration_fixtures_serve", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_fixtures = _integration_fixtures()
-db_url = _fixtures.db_url
-postgres_server = _fixtures.postgres_server
 
 ENDPOINT = """\
 apiVersion: orloj.dev/v1
