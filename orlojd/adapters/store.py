@@ -8,6 +8,7 @@ Operations are named by what they return (``inventory_digests_all``, ``applied_r
 
 from __future__ import annotations
 
+import fcntl
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from orlojd.core.keys import ResourceKey
 from orlojd.errors import OrlojError
 
 SCHEMA_HEAD = "0003"
+MIGRATION_LOCK_KEY = 0x6F726C6F6A64  # "orlojd": one advisory lock key for schema upgrades
 HISTORY_KEPT = 10
 
 
@@ -106,30 +108,63 @@ class Store:
                 "check that the database is reachable and writable",
             ) from None
 
-    def migrate(self) -> None:
-        """Bring the schema to head; a no-op (one query) when it is there already."""
-        try:
-            with self.engine.begin() as connection:
-                try:
-                    current = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
-                except SQLAlchemyError:
-                    current = None
-            if current == SCHEMA_HEAD:
-                return
-            from alembic import command
-            from alembic.config import Config
+    def _version(self) -> str | None:
+        with self.engine.begin() as connection:
+            try:
+                return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            except SQLAlchemyError:
+                return None
 
-            config = Config()
-            with resources.as_file(resources.files("orlojd") / "migrations") as location:
-                config.set_main_option("script_location", str(location))
-                with self.engine.begin() as connection:
-                    config.attributes["connection"] = connection
-                    command.upgrade(config, "head")
+    def migrate(self) -> None:
+        """Bring the schema to head; a no-op (one query) when it is there already.
+
+        Several processes may open a new store at once (a daemon and a CLI, two workers):
+        the upgrade runs under a lock (a file lock beside SQLite, an advisory lock on
+        PostgreSQL) and the version is read again once the lock is held.
+        """
+        try:
+            if self._version() == SCHEMA_HEAD:
+                return
+            with self._migration_lock():
+                if self._version() == SCHEMA_HEAD:
+                    return
+                from alembic import command
+                from alembic.config import Config
+
+                config = Config()
+                with resources.as_file(resources.files("orlojd") / "migrations") as location:
+                    config.set_main_option("script_location", str(location))
+                    with self.engine.begin() as connection:
+                        config.attributes["connection"] = connection
+                        command.upgrade(config, "head")
         except SQLAlchemyError as exc:
             raise StoreError(
                 f"cannot open state store {_safe(self.url)}: {exc.args[0] if exc.args else exc}",
                 "check the --db URL, that the server runs and that the folder is writable",
             ) from None
+
+    @contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+                connection.commit()
+                try:
+                    yield
+                finally:
+                    connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
+                    connection.commit()
+            return
+        database = make_url(self.url).database
+        if not database or database == ":memory:":
+            yield
+            return
+        with open(f"{database}.migrate-lock", "a") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     # -- reads -------------------------------------------------------------------------------
 
