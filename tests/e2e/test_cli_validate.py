@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
+from manifests import OFFLINE_ENDPOINT
 
 pytestmark = pytest.mark.e2e
 
@@ -29,15 +30,7 @@ class Result(Protocol):
 
 Cli = Callable[..., Result]
 
-MODEL = """\
-apiVersion: orloj.dev/v1
-kind: ModelEndpoint
-metadata:
-  name: offline
-spec:
-  provider: scripted
-  defaultModel: demo
-"""
+MODEL = OFFLINE_ENDPOINT
 
 AGENT = """\
 apiVersion: orloj.dev/v1

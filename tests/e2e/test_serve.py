@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from manifests import OFFLINE_ENDPOINT
 from serve_harness import DEADLINE, ORLOJD, Origin, Served, clean_env, condition, git, wait_for
 
 from orlojd.core.digest import digest_of
@@ -33,15 +34,7 @@ from orlojd.core.digest import digest_of
 pytestmark = pytest.mark.e2e
 
 
-ENDPOINT = """\
-apiVersion: orloj.dev/v1
-kind: ModelEndpoint
-metadata:
-  name: offline
-spec:
-  provider: scripted
-  defaultModel: demo
-"""
+ENDPOINT = OFFLINE_ENDPOINT
 
 AGENT = """\
 apiVersion: orloj.dev/v1

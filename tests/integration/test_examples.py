@@ -72,9 +72,7 @@ def test_financial_template_requires_two_approvers_for_ledger_writes() -> None:
     assert "write:external_*" in {str(p) for p in spec.deny}
 
 
-@pytest.mark.parametrize(
-    "path", _yaml_files(EXAMPLES), ids=lambda p: str(p.relative_to(EXAMPLES))
-)
+@pytest.mark.parametrize("path", _yaml_files(EXAMPLES), ids=lambda p: str(p.relative_to(EXAMPLES)))
 def test_example_modeline_points_at_an_existing_schema(path: Path) -> None:
     first = path.read_text().splitlines()[0]
     match = MODELINE.match(first)

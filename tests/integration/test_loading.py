@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Protocol
 
 import pytest
+from manifests import OFFLINE_ENDPOINT
 
 from orlojd.core.desired import Desired
 from orlojd.core.documents import MAX_FILE_BYTES
@@ -33,15 +34,7 @@ class GitRepo(Protocol):
     def git(self, *args: str) -> str: ...
 
 
-MODEL = """\
-apiVersion: orloj.dev/v1
-kind: ModelEndpoint
-metadata:
-  name: offline
-spec:
-  provider: scripted
-  defaultModel: demo
-"""
+MODEL = OFFLINE_ENDPOINT
 
 TOOL = """\
 apiVersion: orloj.dev/v1

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from manifests import OFFLINE_ENDPOINT
 
 from orlojd.adapters.store import Store
 from orlojd.core.keys import ResourceKey
@@ -39,15 +40,7 @@ BASE_KEYS = {ENDPOINT, SCAN, FLAG, AGENT, TASK_RUN, TASK_REPORT}
 
 
 def endpoint_yaml() -> str:
-    return """\
-apiVersion: orloj.dev/v1
-kind: ModelEndpoint
-metadata:
-  name: offline
-spec:
-  provider: scripted
-  defaultModel: demo
-"""
+    return OFFLINE_ENDPOINT
 
 
 def tool_yaml(name: str, access: str, resource: str, description: str = "") -> str:

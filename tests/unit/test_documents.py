@@ -14,6 +14,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from manifests import OFFLINE_ENDPOINT
 from pydantic.alias_generators import to_snake
 
 from orlojd.core.desired import Desired, build_desired
@@ -29,15 +30,7 @@ PROPERTY = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
-MODEL = b"""\
-apiVersion: orloj.dev/v1
-kind: ModelEndpoint
-metadata:
-  name: offline
-spec:
-  provider: scripted
-  defaultModel: demo
-"""
+MODEL = OFFLINE_ENDPOINT.encode()
 
 AGENT = b"""\
 apiVersion: orloj.dev/v1
