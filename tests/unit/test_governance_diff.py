@@ -6,11 +6,10 @@ import copy
 import json
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from plans import Entry, plan
 
 from orlojd.core.desired import build_desired
 from orlojd.core.digest import normalised
@@ -19,33 +18,11 @@ from orlojd.core.governance_diff import GovernanceChange, compare_agents, compar
 from orlojd.core.keys import ResourceKey
 from orlojd.core.manifests.registry import validate_object
 from orlojd.core.plan import Action, Change, FieldChange, Plan, PruneOptions
-from orlojd.core.plan import plan as plan_objects
 from orlojd.render import MARKDOWN_PART_LIMIT, PlanReport, closing_line, render_json, render_markdown, render_text
 
 HEAD = "c" * 40
 BASE = "b" * 40
 SECRET_VALUE = "hunter2-supersecret"
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One object as the plan sees it: identity, digest and normalised body."""
-
-    key: ResourceKey
-    digest: str
-    body: Mapping[str, Any]
-
-
-def plan(
-    desired: Mapping[ResourceKey, Entry],
-    actual: Mapping[ResourceKey, Entry],
-    refs: Mapping[ResourceKey, Sequence[ResourceKey]],
-    prune: PruneOptions,
-) -> Plan:
-    """core.plan.plan with the applied side given as objects (split into digests and bodies)."""
-    digests = {k: e.digest for k, e in actual.items()}
-    bodies = {k: e.body for k, e in actual.items()}
-    return plan_objects(desired, digests, bodies, refs, prune)
 
 
 # -- building bodies through the real validator --------------------------------------------------------------------

@@ -2,43 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from itertools import pairwise
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from plans import Entry, plan
 
 from orlojd.core.digest import digest_of, normalised
 from orlojd.core.keys import ResourceKey
 from orlojd.core.manifests.registry import validate_object
 from orlojd.core.plan import STAGES, Action, CycleError, FieldChange, Plan, PruneOptions, diff_fields, order
-from orlojd.core.plan import plan as plan_objects
 
 # -- helpers -------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One object as the plan sees it: identity, digest and normalised body."""
-
-    key: ResourceKey
-    digest: str
-    body: Mapping[str, Any]
-
-
-def plan(
-    desired: Mapping[ResourceKey, Entry],
-    actual: Mapping[ResourceKey, Entry],
-    refs: Mapping[ResourceKey, Sequence[ResourceKey]],
-    prune: PruneOptions,
-) -> Plan:
-    """core.plan.plan with the applied side given as objects (split into digests and bodies)."""
-    digests = {k: e.digest for k, e in actual.items()}
-    bodies = {k: e.body for k, e in actual.items()}
-    return plan_objects(desired, digests, bodies, refs, prune)
 
 
 def entry(key: ResourceKey, body: Mapping[str, Any]) -> Entry:
