@@ -12,21 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from manifests import OFFLINE_ENDPOINT
 
 pytestmark = pytest.mark.e2e
 
 
 SECRET_VALUE = "hunter2-supersecret"
 
-ENDPOINT = """\
-apiVersion: orloj.dev/v1
-kind: ModelEndpoint
-metadata:
-  name: offline
-spec:
-  provider: scripted
-  defaultModel: demo
-"""
+ENDPOINT = OFFLINE_ENDPOINT
 
 
 def tool(name: str, description: str = "") -> str:
