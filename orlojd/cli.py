@@ -17,6 +17,8 @@ from typing import Annotated, NoReturn
 
 import typer
 
+from orlojd.cli_options import DbOption, StateDirOption
+
 app = typer.Typer(
     name="orlojd",
     help="GitOps for AI agents: git is the system of record for agents, tools, permissions and budgets.",
@@ -26,6 +28,16 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _register_subcommands() -> None:
+    from orlojd.cli_tasks import dlq_app, task_app
+
+    app.add_typer(task_app, name="task")
+    app.add_typer(dlq_app, name="dlq")
+
+
+_register_subcommands()
 
 
 class OutputFormat(StrEnum):
@@ -136,18 +148,6 @@ class PlanFormat(StrEnum):
     text = "text"
     markdown = "markdown"
     json = "json"
-
-
-DbOption = Annotated[
-    str | None,
-    typer.Option("--db", envvar="ORLOJD_DB", help="State store URL (default: SQLite in the state folder)"),
-]
-
-
-StateDirOption = Annotated[
-    Path | None,
-    typer.Option("--state-dir", envvar="ORLOJD_STATE_DIR", help="State folder (default: from orlojd.yaml, .orlojd/)"),
-]
 
 
 def _tty() -> bool:
