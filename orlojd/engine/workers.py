@@ -1,0 +1,274 @@
+"""A bounded pool of worker threads that runs tasks from the queue.
+
+What a task does is an injected ``Executor`` (the agent runtime comes later). Each of the
+pool's ``size`` threads loops: claim one task under a lease, run the executor in the thread
+while a renewal timer extends the lease every ``renew_every``, then finish the claim:
+
+* success: ``complete_run``; the queue refuses the result (False) when the claim went stale;
+* ``TaskFailed`` or any other exception: ``core.retry.decide`` (``TaskFailed(permanent=True)``
+  is non-retryable) and ``fail_run`` with its ``retry_at``, or None to dead-letter.
+
+When a renewal returns False the lease was lost (taken over after it expired) or the task was
+cancelled: the ``cancelled`` event handed to the executor is set and whatever it returns is
+discarded. A bug in the executor, or a store error, is logged and never ends a thread.
+
+``drain`` stops claiming and waits for running tasks. Tasks still running when it gives up
+keep their lease and go on being renewed while the process lives; when the process exits the
+lease expires and another worker takes the task over. Worker threads are daemon threads.
+
+Time for the queue comes from the injected ``now``; the renewal timer and idling wait on
+real time (``threading`` waits).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from orlojd.adapters import clock
+from orlojd.adapters.queue import ClaimedTask, TaskQueue
+from orlojd.core.manifests.agents import RetryPolicy
+from orlojd.core.retry import Failure, decide
+
+log = logging.getLogger("orlojd.workers")
+
+
+class TaskFailed(Exception):
+    """Raised by an executor: the attempt failed. Retried per the policy unless ``permanent``."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class Executor(Protocol):
+    """Runs one claimed task; returns its result. Should stop early once ``cancelled`` is set."""
+
+    def __call__(self, task: ClaimedTask, cancelled: threading.Event) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    size: int = 4
+    lease: timedelta = timedelta(seconds=30)
+    renew_every: timedelta = timedelta(seconds=10)
+    idle_wait: float = 0.2  # seconds a thread waits when the queue is empty (``wake`` cuts it short)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise ValueError(f"pool size must be >= 1, got {self.size}")
+        if self.lease <= timedelta(0):
+            raise ValueError(f"lease must be positive, got {self.lease}")
+        if not timedelta(0) < self.renew_every < self.lease:
+            raise ValueError(
+                f"renew_every ({self.renew_every}) must be positive and shorter than the lease ({self.lease})"
+            )
+        if self.idle_wait <= 0:
+            raise ValueError(f"idle_wait must be positive, got {self.idle_wait}")
+
+
+class _Renewal:
+    """Renews one claim every ``renew_every`` until stopped; sets ``cancelled`` when a renewal is refused."""
+
+    def __init__(self, pool: WorkerPool, worker: str, task: ClaimedTask) -> None:
+        self._pool = pool
+        self._worker = worker
+        self._task = task
+        self._stop = threading.Event()
+        self.cancelled = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"renew-{worker}", daemon=True)
+
+    def __enter__(self) -> _Renewal:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        pool, task = self._pool, self._task
+        interval = pool.options.renew_every.total_seconds()
+        while not self._stop.wait(interval):
+            try:
+                renewed = pool.queue.renew_run(
+                    task.id, self._worker, task.fencing_token, pool.now(), pool.options.lease
+                )
+            except Exception as exc:  # the store may come back before the lease runs out: keep trying
+                log.warning(
+                    "renewing task %s failed: %s", task.id, exc, extra={"event": "renew_error", "task_id": task.id}
+                )
+                continue
+            if not renewed:
+                log.warning(
+                    "task %s: lease lost or task cancelled; its result will be discarded",
+                    task.id,
+                    extra={"event": "lease_lost", "task_id": task.id, "worker": self._worker},
+                )
+                self.cancelled.set()
+                return
+
+
+class WorkerPool:
+    """``options.size`` threads claiming from ``queue`` and running ``executor``; see the module doc."""
+
+    def __init__(
+        self,
+        queue: TaskQueue,
+        executor: Executor,
+        options: PoolOptions,
+        worker_id: str,
+        now: Callable[[], datetime] = clock.now,
+        draw: Callable[[], float] = random.random,
+    ) -> None:
+        self.queue = queue
+        self.executor = executor
+        self.options = options
+        self.worker_id = worker_id
+        self.now = now
+        self.draw = draw
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+        self._generation = 0  # bumped by wake(), so a wake between an empty claim and the wait is not lost
+        self._idle = threading.Condition()
+
+    def start(self) -> None:
+        if self._threads:
+            raise RuntimeError("the worker pool was already started")
+        for n in range(self.options.size):
+            worker = f"{self.worker_id}/{n}"
+            thread = threading.Thread(target=self._loop, args=(worker,), name=f"worker-{worker}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+        log.info(
+            "worker pool started with %d threads",
+            self.options.size,
+            extra={"event": "pool_started", "worker": self.worker_id, "size": self.options.size},
+        )
+
+    def wake(self) -> None:
+        """New work was enqueued: idle threads claim now rather than after ``idle_wait``."""
+        with self._idle:
+            self._generation += 1
+            self._idle.notify_all()
+
+    def drain(self, grace: float) -> bool:
+        """Stop claiming; wait up to ``grace`` seconds for running tasks; True if every thread finished.
+
+        May be called again (say with a longer grace) after it returned False.
+        """
+        with self._idle:
+            self._stopping = True
+            self._generation += 1
+            self._idle.notify_all()
+        deadline = time.monotonic() + grace
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        finished = not any(thread.is_alive() for thread in self._threads)
+        log.info(
+            "worker pool drained" if finished else "worker pool drain timed out; running tasks keep their lease",
+            extra={"event": "pool_drained" if finished else "pool_drain_timeout", "worker": self.worker_id},
+        )
+        return finished
+
+    # -- one thread ----------------------------------------------------------------------------
+
+    def _loop(self, worker: str) -> None:
+        while True:
+            with self._idle:
+                if self._stopping:
+                    return
+                generation = self._generation
+            try:
+                task = self.queue.claim_one(worker, self.now(), self.options.lease)
+            except Exception as exc:
+                log.warning("claiming failed: %s", exc, extra={"event": "claim_error", "worker": worker})
+                task = None
+            if task is None:
+                with self._idle:
+                    if not self._stopping and self._generation == generation:
+                        self._idle.wait(self.options.idle_wait)
+                continue
+            try:
+                self._run_one(worker, task)
+            except Exception:  # a store error while finishing: the lease expires and the task is taken over
+                log.exception("finishing task %s failed", task.id, extra={"event": "finish_error", "task_id": task.id})
+
+    def _run_one(self, worker: str, task: ClaimedTask) -> None:
+        ids = {"task_id": task.id, "task_key": task.task_key, "worker": worker, "attempt": task.attempts}
+        log.info("running task %s (attempt %d)", task.id, task.attempts, extra={"event": "task_started", **ids})
+        result: dict[str, Any] | None = None
+        error: BaseException | None = None
+        with _Renewal(self, worker, task) as renewal:
+            try:
+                result = self.executor(task, renewal.cancelled)
+            except Exception as exc:
+                error = exc
+        if renewal.cancelled.is_set():
+            log.warning(
+                "task %s: result discarded, the lease was lost or the task cancelled",
+                task.id,
+                extra={"event": "result_discarded", **ids},
+            )
+            return
+        if error is None:
+            assert result is not None
+            if self.queue.complete_run(task.id, worker, task.fencing_token, self.now(), result):
+                log.info("task %s succeeded", task.id, extra={"event": "task_succeeded", **ids})
+            else:
+                log.warning(
+                    "task %s: result refused, the claim is no longer this worker's",
+                    task.id,
+                    extra={"event": "result_refused", **ids},
+                )
+            return
+        self._fail(worker, task, error, ids)
+
+    def _fail(self, worker: str, task: ClaimedTask, error: BaseException, ids: dict[str, Any]) -> None:
+        permanent = isinstance(error, TaskFailed) and error.permanent
+        if not isinstance(error, TaskFailed):
+            log.error(
+                "executor raised %s on task %s",
+                type(error).__name__,
+                task.id,
+                exc_info=error,
+                extra={"event": "executor_error", **ids},
+            )
+        message = str(error) if isinstance(error, TaskFailed) else f"{type(error).__name__}: {error}"
+        policy = self.options.retry
+        if task.max_attempts < policy.max_attempts:  # the row's cap, set at enqueue, wins when tighter
+            policy = policy.model_copy(update={"max_attempts": task.max_attempts})
+        now = self.now()
+        decision = decide(
+            policy, task.attempts, Failure.NON_RETRYABLE if permanent else Failure.RETRYABLE, now, None, self.draw()
+        )
+        accepted = self.queue.fail_run(task.id, worker, task.fencing_token, now, message, decision.retry_at)
+        if not accepted:
+            log.warning(
+                "task %s: failure refused, the claim is no longer this worker's",
+                task.id,
+                extra={"event": "result_refused", **ids},
+            )
+        elif decision.retry_at is not None:
+            log.info(
+                "task %s failed (%s); retrying at %s",
+                task.id,
+                message,
+                decision.retry_at.isoformat(),
+                extra={"event": "task_retry", "retry_at": decision.retry_at.isoformat(), **ids},
+            )
+        else:
+            log.warning(
+                "task %s failed (%s); dead-lettered: %s",
+                task.id,
+                message,
+                decision.give_up,
+                extra={"event": "task_dead_letter", "give_up": str(decision.give_up), **ids},
+            )
