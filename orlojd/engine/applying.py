@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from orlojd.adapters.store import Store, Upsert
 from orlojd.core.conditions import applied_conditions
 from orlojd.core.desired import load_file
 from orlojd.core.keys import ResourceKey
+from orlojd.core.manifests.agents import RetryPolicy
 from orlojd.core.plan import Action
 from orlojd.engine.planning import PlannedRevision, Planner
 from orlojd.engine.workspace import Workspace, fingerprint
@@ -99,8 +101,53 @@ def apply_revision(
     after.update((u.key, u.digest) for u in upserts)
     for key in deletes:
         after.pop(key, None)
+    # Queue first: if recording the apply then fails, the retry re-plans the same changes and the
+    # queue's (task, digest) uniqueness makes the second enqueue a no-op. Nothing is lost either way.
+    enqueue_tasks(store, planned, upserts, now)
     store.apply_run(report.head, upserts, deletes, conditions, summary, started, now, fingerprint(after, report.head))
     return ApplyResult(planned, True)
+
+
+def enqueue_tasks(store: Store, planned: PlannedRevision, upserts: list[Upsert], now: datetime) -> list[str]:
+    """Queue a run of every applied Task with ``mode: run``: once per manifest digest, ever.
+
+    The queue's (task, digest) uniqueness makes this run-once across applies and restarts:
+    re-applying the same Task queues nothing; changing it queues one new run.
+    """
+    from orlojd.adapters.queue import TaskQueue
+
+    queue: TaskQueue | None = None
+    queued: list[str] = []
+    for item in upserts:
+        spec = item.body.get("spec", {})
+        if item.key.kind != "Task" or spec.get("mode") != "run" or spec.get("suspend"):
+            continue
+        queue = queue or TaskQueue(store)
+        task_id = queue.enqueue_run(
+            str(item.key),
+            item.digest,
+            {"task": item.body, "revision": planned.report.head},
+            now=now,
+            priority=int(spec.get("priority", 3)),
+            max_attempts=_max_attempts(planned, item),
+        )
+        if task_id is not None:
+            queued.append(task_id)
+    return queued
+
+
+def _max_attempts(planned: PlannedRevision, task: Upsert) -> int:
+    """The Task's own retry policy, else its agent's, else the default."""
+    spec = task.body["spec"]
+    if spec.get("retry"):
+        return int(spec["retry"]["maxAttempts"])
+    agent_ref = spec.get("agent")
+    if agent_ref:
+        namespace, _, name = agent_ref.rpartition("/")
+        agent = planned.desired.objects.get(ResourceKey("Agent", namespace or task.key.namespace, name))
+        if agent is not None:
+            return int(agent.body["spec"]["retry"]["maxAttempts"])
+    return int(RetryPolicy().max_attempts)
 
 
 def _target_path(ws: Workspace, file: Path) -> str:
