@@ -239,17 +239,14 @@ def status(
     state_dir: StateDirOption = None,
 ) -> None:
     """The applied revision, the daemon's source condition and every object's conditions."""
-    from orlojd.adapters.store import Store, sqlite_url
-    from orlojd.engine.workspace import open_workspace
+    from orlojd.adapters.store import Store
+    from orlojd.engine.workspace import store_url
 
-    if db is not None or state_dir is not None:  # no repository needed to read a store
-        url = db or sqlite_url(Path(str(state_dir)).resolve())
-        state = Path(str(state_dir)).resolve() / "state.db" if db is None else None
-        if state is not None and not state.exists():
-            fail(f"no state store at {state}", "pass the --state-dir the daemon uses, or --db URL")
-    else:
-        url = open_workspace(path).db_url
-    store = Store.open(url)
+    if db is None and state_dir is not None and not (state_dir.resolve() / "state.db").exists():
+        fail(
+            f"no state store at {state_dir.resolve() / 'state.db'}", "pass the --state-dir the daemon uses, or --db URL"
+        )
+    store = Store.open(store_url(path, db, state_dir))
     try:
         revision = store.applied_revision_one()
         records = store.status_all()
@@ -312,18 +309,17 @@ def _toggle_suspension(
     target: str, suspend: bool, reason: str, path: Path, db: str | None, state_dir: Path | None
 ) -> None:
     from orlojd.adapters import clock
-    from orlojd.adapters.store import Store, sqlite_url
+    from orlojd.adapters.store import Store
     from orlojd.core.keys import ResourceKey
     from orlojd.core.manifests.registry import canonical_kind
-    from orlojd.engine.workspace import open_workspace
+    from orlojd.engine.workspace import store_url
 
     raw_kind, namespace, name = _object_key(target)
     kind = canonical_kind(raw_kind)
     if kind is None:
         fail(f"unknown kind {raw_kind!r}", "use a kind such as Agent, Tool, Task or TaskSchedule")
     key = ResourceKey(kind, namespace, name)
-    url = db or (sqlite_url(state_dir.resolve()) if state_dir is not None else open_workspace(path).db_url)
-    store = Store.open(url)
+    store = Store.open(store_url(path, db, state_dir))
     try:
         if key not in store.inventory_digests_all() and suspend:
             fail(f"{key.short} is not applied", "orlojd status lists the applied objects")

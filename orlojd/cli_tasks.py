@@ -30,14 +30,10 @@ JsonOption = Annotated[bool, typer.Option("--json", help="JSON instead of a tabl
 
 def _queue(db: str | None, state_dir: Path | None) -> TaskQueue:
     from orlojd.adapters.queue import TaskQueue
-    from orlojd.adapters.store import Store, sqlite_url
-    from orlojd.engine.workspace import open_workspace
+    from orlojd.adapters.store import Store
+    from orlojd.engine.workspace import store_url
 
-    if db is None and state_dir is None:
-        url = open_workspace(Path(".")).db_url
-    else:
-        url = db or sqlite_url(Path(str(state_dir)).resolve())
-    return TaskQueue(Store.open(url))
+    return TaskQueue(Store.open(store_url(Path("."), db, state_dir)))
 
 
 def _plain(view: TaskView) -> dict[str, Any]:

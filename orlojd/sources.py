@@ -191,22 +191,24 @@ def load(path: Path, rev: str | None = None, *, resolve: bool = True) -> tuple[D
     if rev is None:
         desired, snapshot = load_worktree(path, resolve=resolve)
         config = (path if path.is_dir() else path.parent) / CONFIG_FILE
-        content = config.read_bytes() if config.is_file() else None
+        if config.is_file():
+            desired.diagnostics.extend(parse_settings(snapshot.display + CONFIG_FILE, config.read_bytes())[1])
     else:
         desired, snapshot = load_revision(path, rev, resolve=resolve)
         assert snapshot.repo is not None and snapshot.commit is not None
-        found = gitrepo.read_paths(snapshot.repo, snapshot.commit, [snapshot.prefix + CONFIG_FILE], MAX_FILE_BYTES)
-        entry = found.get(snapshot.prefix + CONFIG_FILE)
-        content = entry[0] if entry is not None else None
-    if content is not None:
-        desired.diagnostics.extend(parse_settings(snapshot.display + CONFIG_FILE, content)[1])
+        desired.diagnostics.extend(settings_at(snapshot.repo, snapshot.commit, snapshot.prefix, snapshot.display)[1])
     return desired, snapshot
 
 
-def settings_at(repo: Path, commit: str, prefix: str = "") -> tuple[Settings | None, list[Diagnostic]]:
-    """orlojd.yaml as committed at ``commit`` (defaults when absent), with its problems."""
+def settings_at(
+    repo: Path, commit: str, prefix: str = "", display: str | None = None
+) -> tuple[Settings | None, list[Diagnostic]]:
+    """orlojd.yaml as committed at ``commit`` (defaults when absent), with its problems.
+
+    ``display`` is how findings name the folder (default: the path inside the repository).
+    """
     found = gitrepo.read_paths(repo, commit, [prefix + CONFIG_FILE], MAX_FILE_BYTES)
     entry = found.get(prefix + CONFIG_FILE)
     if entry is None or entry[0] is None:
         return Settings(), []
-    return parse_settings(prefix + CONFIG_FILE, entry[0])
+    return parse_settings((prefix if display is None else display) + CONFIG_FILE, entry[0])

@@ -254,7 +254,6 @@ class Store:
         """Write one apply in one transaction: inventory, status, applied revision, history."""
         inventory = InventoryRow.__table__  # type: ignore[attr-defined]
         status = ObjectStatusRow.__table__  # type: ignore[attr-defined]
-        history = ReconcileRow.__table__  # type: ignore[attr-defined]
         meta = MetaRow.__table__  # type: ignore[attr-defined]
         with self._session() as session:
             connection = session.connection()
@@ -311,49 +310,16 @@ class Store:
                     {"key": "inventory_fingerprint", "value": fingerprint},
                 ],
             )
-            connection.execute(
-                history.insert(),
-                [
-                    {
-                        "revision": revision,
-                        "started_at": started_at,
-                        "finished_at": now,
-                        "result": "applied",
-                        "summary": json.dumps(summary, sort_keys=True),
-                    }
-                ],
-            )
-            keep = [
-                r[0]
-                for r in connection.execute(sa_select(history.c.id).order_by(history.c.id.desc()).limit(HISTORY_KEPT))
-            ]
-            connection.execute(history.delete().where(history.c.id.not_in(keep)))
+            _record_history(connection, revision, "applied", summary, started_at, now)
             session.commit()
 
     def record_reconcile_run(
         self, revision: str, result: str, summary: dict[str, Any], started_at: datetime, now: datetime
     ) -> None:
         """A reconcile that applied nothing (stalled, superseded, refused): history only."""
-        history = ReconcileRow.__table__  # type: ignore[attr-defined]
         with self._session() as session:
             connection = session.connection()
-            connection.execute(
-                history.insert(),
-                [
-                    {
-                        "revision": revision,
-                        "started_at": started_at,
-                        "finished_at": now,
-                        "result": result,
-                        "summary": json.dumps(summary, sort_keys=True),
-                    }
-                ],
-            )
-            keep = [
-                r[0]
-                for r in connection.execute(sa_select(history.c.id).order_by(history.c.id.desc()).limit(HISTORY_KEPT))
-            ]
-            connection.execute(history.delete().where(history.c.id.not_in(keep)))
+            _record_history(connection, revision, result, summary, started_at, now)
             session.commit()
 
     def source_status_run(self, status: dict[str, Any]) -> None:
@@ -416,6 +382,24 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _record_history(
+    connection: Any, revision: str, result: str, summary: dict[str, Any], started_at: datetime, now: datetime
+) -> None:
+    """One reconcile-history row, then only the newest HISTORY_KEPT rows are kept."""
+    history = ReconcileRow.__table__  # type: ignore[attr-defined]
+    row = {
+        "revision": revision,
+        "started_at": started_at,
+        "finished_at": now,
+        "result": result,
+        "summary": json.dumps(summary, sort_keys=True),
+    }
+    connection.execute(history.insert(), [row])
+    newest = sa_select(history.c.id).order_by(history.c.id.desc()).limit(HISTORY_KEPT)
+    keep = [r[0] for r in connection.execute(newest)]
+    connection.execute(history.delete().where(history.c.id.not_in(keep)))
 
 
 def _keys_match(table: Any, keys: Sequence[ResourceKey]) -> Any:

@@ -160,7 +160,7 @@ def _target_path(ws: Workspace, file: Path) -> str:
         raise ApplyRefused(f"{file} is invalid; nothing was committed:\n  " + "\n  ".join(d.format() for d in errors))
     if not result.objects:
         raise ApplyRefused(f"{file} holds no manifest")
-    head, _ = load_revision(ws.path, "HEAD", resolve=False)
+    head, snapshot = load_revision(ws.path, "HEAD", resolve=False)
     homes = {head.objects[o.key].file for o in result.objects if o.key in head.objects}
     if len(homes) > 1:
         raise ApplyRefused(
@@ -175,16 +175,11 @@ def _target_path(ws: Workspace, file: Path) -> str:
                 f"{home} declares more objects than {file}; replacing it would delete them",
                 f"edit {home} in git instead",
             )
-        return home[len(_display(ws)) :]
+        return home[len(snapshot.display) :]
     first = result.objects[0].key
     plural = first.kind.lower()[:-1] + "ies" if first.kind.endswith("y") else first.kind.lower() + "s"
     folder = plural if first.namespace == "default" else f"{first.namespace}/{plural}"
     return f"{folder}/{first.name}.yaml" if len(result.objects) == 1 else file.name
-
-
-def _display(ws: Workspace) -> str:
-    text = str(ws.path if ws.path.is_dir() else ws.path.parent)
-    return "" if text in (".", "") else text.rstrip("/") + "/"
 
 
 def commit_manifest(ws: Workspace, file: Path) -> str:

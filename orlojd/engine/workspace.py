@@ -44,6 +44,16 @@ def open_workspace(path: Path, db: str | None = None, state_dir_option: Path | N
     return Workspace(path, repo, prefix, settings, url)
 
 
+def store_url(path: Path, db: str | None, state_dir: Path | None) -> str:
+    """The store a command reads: ``--db``, else ``--state-dir``/state.db (no repository needed),
+    else the one the repository around ``path`` names."""
+    if db is not None:
+        return db
+    if state_dir is not None:
+        return sqlite_url(state_dir.resolve())
+    return open_workspace(path).db_url
+
+
 def fingerprint(digests: Mapping[ResourceKey, str], applied: str | None) -> str:
     """sha256 over the applied revision and every (identity, digest): moves whenever the inventory does."""
     lines = [f"revision={applied or ''}", *sorted(f"{key}={digest}" for key, digest in digests.items())]
