@@ -7,7 +7,9 @@ enqueued once per manifest digest, whatever became of that run (run-once).
 Claims. ``claim_one`` takes the first claimable row by (priority, available_at) and marks it
 running in one short transaction: on PostgreSQL ``UPDATE ... WHERE id = (SELECT ... FOR UPDATE
 SKIP LOCKED LIMIT 1) RETURNING``, on SQLite an UPDATE ... RETURNING (SQLite >= 3.35) after
-``BEGIN IMMEDIATE``. ``available_at`` is when a row becomes claimable: a pending task's first
+``BEGIN IMMEDIATE``. A claim also routes (``_routing``): paused rows, rows past their deadline,
+rows needing labels the worker lacks and rows whose agent is at its concurrent-run cap are
+skipped. ``available_at`` is when a row becomes claimable: a pending task's first
 run or retry, a running task's lease end, so the same query takes over an expired lease. Every
 claim counts an attempt and increments the fencing token; a running row whose last attempt is
 spent is not taken over but dead-lettered by ``reap_expired_run``. The claim and the fenced
@@ -18,7 +20,8 @@ after a takeover the old owner's calls match no row, return False and write noth
 lease that expired but was not taken over is still its owner's.
 
 Time is passed in (``now``, timezone-aware); nothing here reads the clock. SQLAlchemy and
-driver errors are re-raised as ``StoreError``. No operation here writes ``failed`` or
+driver errors are re-raised as ``StoreError``. Pause and resume carry request ids
+(table ``task_requests``), so a retried request is a no-op. No operation here writes ``failed`` or
 ``waiting_approval`` yet: a given-up run is dead-lettered, so ``orlojd dlq retry`` can revive it.
 """
 
@@ -29,18 +32,19 @@ import sqlite3
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, Dialect, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from orlojd.adapters.store import Store, StoreError
-from orlojd.adapters.tables import TaskRow
+from orlojd.adapters.tables import TaskRequestRow, TaskRow
 
 SQLITE_RETURNING = (3, 35, 0)
 
@@ -58,6 +62,15 @@ class TaskState(StrEnum):
 CANCELLABLE = (TaskState.PENDING, TaskState.RUNNING, TaskState.WAITING_APPROVAL)
 
 
+class ControlOutcome(StrEnum):
+    """What ``pause_run`` / ``resume_run`` did."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"  # this request id was applied before: nothing changed
+    UNKNOWN = "unknown"  # no such task
+    FINISHED = "finished"  # the task already ended: nothing to pause or resume
+
+
 @dataclass(frozen=True, slots=True)
 class ClaimedTask:
     """A claim: run ``payload``, then finish it with (worker id, ``fencing_token``)."""
@@ -69,6 +82,9 @@ class ClaimedTask:
     attempts: int
     max_attempts: int
     fencing_token: int
+    agent: str | None = None
+    deadline_at: datetime | None = None
+    attempt_timeout: timedelta | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +108,47 @@ class TaskView:
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    agent: str | None = None
+    agent_cap: int | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    deadline_at: datetime | None = None
+    attempt_timeout_ms: int | None = None
+    paused: bool = False
 
 
 TASKS: sa.Table = TaskRow.__table__  # type: ignore[attr-defined]
+REQUESTS: sa.Table = TaskRequestRow.__table__  # type: ignore[attr-defined]
 _WHEN = sa.DateTime(timezone=True)
+ACTIVE = (TaskState.PENDING, TaskState.RUNNING, TaskState.WAITING_APPROVAL)
+
+
+def _routing(dialect: str, now: sa.BindParameter[Any]) -> list[sa.ColumnElement[bool]]:
+    """What a claimable row must also satisfy: not paused, before its deadline, its labels
+    offered by the claiming worker (bind parameter ``labels``, a JSON object), its agent
+    under its concurrent-run cap."""
+    t = TASKS
+    labels = sa.bindparam("labels", type_=sa.Text)
+    if dialect == "postgresql":
+        offered: Any = sa.cast(labels, JSONB).op("@>")(sa.cast(t.c.labels, JSONB))
+    else:
+        # Every required (key, value) is in the worker's labels; keys are [A-Za-z0-9._/-] (validated).
+        offered = sa.text(
+            "NOT EXISTS (SELECT 1 FROM json_each(tasks.labels) AS wanted "
+            "WHERE json_extract(:labels, '$.\"' || wanted.key || '\"') IS NOT wanted.value)"
+        ).bindparams(labels)
+    others = t.alias("running")
+    running = (
+        sa.select(sa.func.count())
+        .select_from(others)
+        .where(others.c.agent == t.c.agent, others.c.state == TaskState.RUNNING.value, others.c.lease_until >= now)
+        .scalar_subquery()
+    )
+    return [
+        t.c.paused == sa.false(),
+        sa.or_(t.c.deadline_at.is_(None), t.c.deadline_at > now),
+        sa.or_(t.c.labels == "{}", offered),
+        sa.or_(t.c.agent_cap.is_(None), running < t.c.agent_cap),
+    ]
 
 
 def _claim_statement(dialect: str) -> sa.Update:
@@ -104,12 +157,13 @@ def _claim_statement(dialect: str) -> sa.Update:
     now = sa.bindparam("now", type_=_WHEN)
     until = sa.bindparam("until", type_=_WHEN)
     expired = sa.and_(t.c.lease_until < now, t.c.attempts < t.c.max_attempts)
+    routing = _routing(dialect, now)
     if dialect == "postgresql":
         # Literal states, so the planner proves the partial index ix_tasks_claim applies.
         candidate = (
             sa.select(t.c.id)
             .where(sa.text("tasks.state IN ('pending', 'running')"), t.c.available_at <= now)
-            .where(sa.or_(sa.text("tasks.state = 'pending'"), expired))
+            .where(sa.or_(sa.text("tasks.state = 'pending'"), expired), *routing)
             .order_by(t.c.priority, t.c.available_at)
             .limit(1)
             .with_for_update(skip_locked=True)
@@ -123,7 +177,7 @@ def _claim_statement(dialect: str) -> sa.Update:
             return (
                 sa.select(t.c.id, t.c.priority, t.c.available_at)
                 .where(t.c.state == state.value, sa.text("tasks.priority IN (1, 2, 3, 4, 5)"))
-                .where(t.c.available_at <= now, *extra)
+                .where(t.c.available_at <= now, *extra, *routing)
                 .order_by(t.c.priority, t.c.available_at)
                 .limit(1)
             )
@@ -144,7 +198,18 @@ def _claim_statement(dialect: str) -> sa.Update:
             fencing_token=t.c.fencing_token + 1,
             updated_at=now,
         )
-        .returning(t.c.id, t.c.task_key, t.c.digest, t.c.payload, t.c.attempts, t.c.max_attempts, t.c.fencing_token)
+        .returning(
+            t.c.id,
+            t.c.task_key,
+            t.c.digest,
+            t.c.payload,
+            t.c.attempts,
+            t.c.max_attempts,
+            t.c.fencing_token,
+            t.c.agent,
+            t.c.deadline_at,
+            t.c.attempt_timeout_ms,
+        )
     )
 
 
@@ -244,8 +309,18 @@ class TaskQueue:
         priority: int = 3,
         max_attempts: int = 3,
         available_at: datetime | None = None,
+        agent: str | None = None,
+        agent_cap: int | None = None,
+        labels: dict[str, str] | None = None,
+        deadline_at: datetime | None = None,
+        attempt_timeout: timedelta | None = None,
     ) -> str | None:
-        """Queue a run; its id, or None when (task_key, digest) was queued before (run-once)."""
+        """Queue a run; its id, or None when (task_key, digest) was queued before (run-once).
+
+        ``labels`` are worker labels the run requires; ``agent_cap`` caps how many runs of
+        ``agent`` may run at once; ``deadline_at`` ends the task across all its attempts;
+        ``attempt_timeout`` bounds each attempt.
+        """
         if not 1 <= priority <= 5:
             raise ValueError(f"priority must be 1..5, got {priority}")
         if max_attempts < 1:
@@ -267,6 +342,11 @@ class TaskQueue:
                 payload=_dumps(payload),
                 created_at=now,
                 updated_at=now,
+                agent=agent,
+                agent_cap=agent_cap,
+                labels=_dumps(labels or {}),
+                deadline_at=None if deadline_at is None else _utc(deadline_at),
+                attempt_timeout_ms=None if attempt_timeout is None else int(attempt_timeout.total_seconds() * 1000),
             )
             .on_conflict_do_nothing(index_elements=["task_key", "digest"])
             .returning(TASKS.c.id)
@@ -275,14 +355,33 @@ class TaskQueue:
             task_id = connection.execute(statement).scalar()
         return None if task_id is None else str(task_id)
 
-    def claim_one(self, worker_id: str, now: datetime, lease: timedelta) -> ClaimedTask | None:
-        """Claim the first runnable task (pending and due, or running with an expired lease), or None."""
+    def claim_one(
+        self, worker_id: str, now: datetime, lease: timedelta, labels: dict[str, str] | None = None
+    ) -> ClaimedTask | None:
+        """Claim the first runnable task (pending and due, or running with an expired lease), or None.
+
+        Only rows this worker may run: not paused, before their deadline, whose required labels
+        are all in ``labels``, whose agent is under its concurrent-run cap.
+        """
         now = _utc(now)
-        rows, _ = self._driver_run("claim", {"now": now, "until": now + lease, "worker": worker_id})
+        values = {"now": now, "until": now + lease, "worker": worker_id, "labels": _dumps(labels or {})}
+        rows, _ = self._driver_run("claim", values)
         if not rows:
             return None
         row = rows[0]
-        return ClaimedTask(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6])
+        timeout = None if row[9] is None else timedelta(milliseconds=row[9])
+        return ClaimedTask(
+            row[0],
+            row[1],
+            row[2],
+            json.loads(row[3]),
+            row[4],
+            row[5],
+            row[6],
+            row[7],
+            _stored(_parsed(row[8])),
+            timeout,
+        )
 
     def renew_run(self, task_id: str, worker_id: str, fencing_token: int, now: datetime, lease: timedelta) -> bool:
         """Extend the lease to now + lease; False when the claim is no longer this worker's (or it was cancelled)."""
@@ -311,9 +410,25 @@ class TaskQueue:
         return self._driver_run("fail_retry", {**values, "retry_at": _utc(retry_at)})[1] == 1
 
     def reap_expired_run(self, now: datetime) -> int:
-        """Dead-letter running tasks whose lease expired on their last attempt; how many."""
+        """Dead-letter tasks that can no longer run; how many.
+
+        Running tasks whose lease expired on their last attempt, and pending or running tasks
+        whose whole-task deadline passed (a running one's worker learns it on its next renew).
+        """
         t = TASKS
         now = _utc(now)
+        late = (
+            sa.update(t)
+            .where(t.c.state.in_([TaskState.PENDING.value, TaskState.RUNNING.value]), t.c.deadline_at <= now)
+            .values(
+                state=TaskState.DEAD_LETTER.value,
+                last_error="the task's deadline passed before it finished",
+                lease_owner=None,
+                lease_until=None,
+                finished_at=now,
+                updated_at=now,
+            )
+        )
         statement = (
             sa.update(t)
             .where(t.c.state == TaskState.RUNNING.value, t.c.lease_until < now, t.c.attempts >= t.c.max_attempts)
@@ -327,7 +442,39 @@ class TaskQueue:
             )
         )
         with self._write() as connection:
-            return connection.execute(statement).rowcount
+            return connection.execute(late).rowcount + connection.execute(statement).rowcount
+
+    def pause_run(self, task_id: str, request_id: str, now: datetime) -> ControlOutcome:
+        """Hold a task before its next attempt (an attempt already running finishes).
+
+        Idempotent per ``request_id``: a request seen before changes nothing, so a retried
+        pause cannot undo a resume that came after it.
+        """
+        return self._control(task_id, request_id, "pause", True, now)
+
+    def resume_run(self, task_id: str, request_id: str, now: datetime) -> ControlOutcome:
+        """Let a paused task be claimed again; idempotent per ``request_id`` like ``pause_run``."""
+        return self._control(task_id, request_id, "resume", False, now)
+
+    def _control(self, task_id: str, request_id: str, action: str, paused: bool, now: datetime) -> ControlOutcome:
+        if not request_id or len(request_id) > 100:
+            raise ValueError("a request id is 1 to 100 characters")
+        t, r = TASKS, REQUESTS
+        now = _utc(now)
+        with self._write() as connection:
+            state = connection.execute(sa.select(t.c.state).where(t.c.id == task_id)).scalar()
+            if state is None:
+                return ControlOutcome.UNKNOWN
+            seen = connection.execute(
+                sa.select(r.c.action).where(r.c.task_id == task_id, r.c.request_id == request_id)
+            ).first()
+            if seen is not None:
+                return ControlOutcome.DUPLICATE
+            if TaskState(state) not in ACTIVE:
+                return ControlOutcome.FINISHED
+            connection.execute(sa.insert(r).values(task_id=task_id, request_id=request_id, action=action, at=now))
+            connection.execute(sa.update(t).where(t.c.id == task_id).values(paused=paused, updated_at=now))
+        return ControlOutcome.APPLIED
 
     def cancel_run(self, task_id: str, now: datetime) -> bool:
         """Cancel a pending, running or waiting task; False when it is unknown or already finished.
@@ -380,6 +527,16 @@ class TaskQueue:
         statement = sa.select(TASKS).order_by(TASKS.c.created_at.desc(), TASKS.c.id).limit(limit)
         if state is not None:
             statement = statement.where(TASKS.c.state == TaskState(state).value)
+        with self._read() as connection:
+            return [_view(row._mapping) for row in connection.execute(statement)]
+
+    def active_for(self, task_key: str) -> list[TaskView]:
+        """The runs of ``task_key`` not yet finished (pending, running, waiting), oldest first."""
+        statement = (
+            sa.select(TASKS)
+            .where(TASKS.c.task_key == task_key, TASKS.c.state.in_([s.value for s in ACTIVE]))
+            .order_by(TASKS.c.created_at, TASKS.c.id)
+        )
         with self._read() as connection:
             return [_view(row._mapping) for row in connection.execute(statement)]
 
@@ -449,15 +606,24 @@ def _stored(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+def _parsed(moment: Any) -> datetime | None:
+    """A timestamp from a raw driver row: SQLite gives text, psycopg a datetime."""
+    if moment is None or isinstance(moment, datetime):
+        return moment
+    return datetime.fromisoformat(str(moment))
+
+
 def _dumps(value: dict[str, Any]) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def _view(row: Any) -> TaskView:
     fields = dict(row)
-    for name in ("available_at", "lease_until", "created_at", "updated_at", "finished_at"):
+    for name in ("available_at", "lease_until", "created_at", "updated_at", "finished_at", "deadline_at"):
         fields[name] = _stored(fields[name])
     fields["state"] = TaskState(fields["state"])
     fields["payload"] = json.loads(fields["payload"])
     fields["result"] = None if fields["result"] is None else json.loads(fields["result"])
+    fields["labels"] = json.loads(fields["labels"])
+    fields["paused"] = bool(fields["paused"])
     return TaskView(**fields)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime
+from sqlalchemy import BigInteger, Boolean, DateTime
 from sqlmodel import Field, SQLModel
 
 
@@ -102,3 +102,36 @@ class TaskRow(SQLModel, table=True):
     created_at: datetime = Field(sa_type=DateTime(timezone=True))
     updated_at: datetime = Field(sa_type=DateTime(timezone=True))
     finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    agent: str | None = Field(default=None, max_length=600)
+    agent_cap: int | None = None
+    labels: str = "{}"
+    deadline_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    attempt_timeout_ms: int | None = Field(default=None, sa_type=BigInteger)
+    paused: bool = Field(default=False, sa_type=Boolean)
+
+
+class WorkerRow(SQLModel, table=True):
+    """One worker process (see ``adapters/worker_registry.py``): what it offers and when it last beat."""
+
+    __tablename__ = "workers"
+
+    id: str = Field(primary_key=True, max_length=200)
+    hostname: str = Field(max_length=253)
+    pid: int
+    labels: str = "{}"
+    capacity: int
+    embedded: bool = Field(sa_type=Boolean)
+    started_at: datetime = Field(sa_type=DateTime(timezone=True))
+    heartbeat_at: datetime = Field(sa_type=DateTime(timezone=True))
+    stopped_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class TaskRequestRow(SQLModel, table=True):
+    """A pause or resume applied to a task, by request id: a retried request is recognised."""
+
+    __tablename__ = "task_requests"
+
+    task_id: str = Field(primary_key=True, max_length=32)
+    request_id: str = Field(primary_key=True, max_length=100)
+    action: str = Field(max_length=20)
+    at: datetime = Field(sa_type=DateTime(timezone=True))
