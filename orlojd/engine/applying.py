@@ -19,8 +19,8 @@ from orlojd.adapters.store import Store, Upsert
 from orlojd.core.conditions import applied_conditions
 from orlojd.core.desired import load_file
 from orlojd.core.keys import ResourceKey
-from orlojd.core.manifests.agents import RetryPolicy
 from orlojd.core.plan import Action
+from orlojd.core.runs import agent_key, run_parameters
 from orlojd.engine.planning import PlannedRevision, Planner
 from orlojd.engine.workspace import Workspace, fingerprint
 from orlojd.errors import OrlojError
@@ -123,31 +123,15 @@ def enqueue_tasks(store: Store, planned: PlannedRevision, upserts: list[Upsert],
         if item.key.kind != "Task" or spec.get("mode") != "run" or spec.get("suspend"):
             continue
         queue = queue or TaskQueue(store)
-        task_id = queue.enqueue_run(
-            str(item.key),
-            item.digest,
-            {"task": item.body, "revision": planned.report.head},
-            now=now,
-            priority=int(spec.get("priority", 3)),
-            max_attempts=_max_attempts(planned, item),
+        agent = agent_key(item.key, spec)
+        agent_object = None if agent is None else planned.desired.objects.get(agent)
+        parameters = run_parameters(
+            item.key, item.body, None if agent_object is None else agent_object.body, planned.report.head
         )
+        task_id = queue.enqueue_run(str(item.key), item.digest, now=now, **parameters.enqueue_options(now))
         if task_id is not None:
             queued.append(task_id)
     return queued
-
-
-def _max_attempts(planned: PlannedRevision, task: Upsert) -> int:
-    """The Task's own retry policy, else its agent's, else the default."""
-    spec = task.body["spec"]
-    if spec.get("retry"):
-        return int(spec["retry"]["maxAttempts"])
-    agent_ref = spec.get("agent")
-    if agent_ref:
-        namespace, _, name = agent_ref.rpartition("/")
-        agent = planned.desired.objects.get(ResourceKey("Agent", namespace or task.key.namespace, name))
-        if agent is not None:
-            return int(agent.body["spec"]["retry"]["maxAttempts"])
-    return int(RetryPolicy().max_attempts)
 
 
 def _target_path(ws: Workspace, file: Path) -> str:

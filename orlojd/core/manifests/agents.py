@@ -88,7 +88,10 @@ class AgentGovernance(Budgets):
 
 class AgentLimits(OrlojModel):
     max_steps: Annotated[int, Field(ge=1, le=1000)] = 10
-    timeout: Duration | None = None
+    timeout: Duration | None = Field(default=None, description="Per-attempt timeout of this agent's task runs")
+    max_concurrent_runs: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="At most this many runs of this agent at once (none: no cap)"
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -24,10 +26,38 @@ class MessageRetry(OrlojModel):
     non_retryable: list[str] = Field(default_factory=list)
 
 
+LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$")
+MAX_INPUT_BYTES = 256 * 1024
+
+
 class TaskRequirements(OrlojModel):
+    """Worker labels a run needs: a worker runs it only if it offers every one."""
+
     region: str | None = None
     gpu: bool = False
     model: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict, description="Any other worker labels, key: value")
+
+    @field_validator("labels")
+    @classmethod
+    def _label_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not LABEL_KEY.match(key):
+                raise ValueError(f"label key {key!r}: use letters, digits and . _ / - (at most 63)")
+            if key in ("region", "gpu", "model"):
+                raise ValueError(f"label {key!r}: set it with requirements.{key}")
+        return value
+
+    def worker_labels(self) -> dict[str, str]:
+        """The labels as a worker declares them (``--label region=eu``); gpu only when required."""
+        wanted = dict(self.labels)
+        if self.region is not None:
+            wanted["region"] = self.region
+        if self.gpu:
+            wanted["gpu"] = "true"
+        if self.model is not None:
+            wanted["model"] = self.model
+        return wanted
 
 
 class TaskSpec(Spec):
@@ -52,6 +82,17 @@ class TaskSpec(Spec):
             if word not in PRIORITY_WORDS:
                 raise ValueError(f"unknown priority {value!r}; use 1-5 or one of {', '.join(PRIORITY_WORDS)}")
             return PRIORITY_WORDS[word]
+        return value
+
+    @field_validator("input")
+    @classmethod
+    def _input_size(cls, value: dict[str, JsonValue]) -> dict[str, JsonValue]:
+        size = len(json.dumps(value, separators=(",", ":")).encode())
+        if size > MAX_INPUT_BYTES:
+            raise ValueError(
+                f"input is {size:,} bytes; the limit is {MAX_INPUT_BYTES // 1024} KiB: "
+                "pass a reference (a file or URL a tool reads) instead of the data"
+            )
         return value
 
     @model_validator(mode="after")
