@@ -13,11 +13,11 @@ import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
-from orlojd.cli_options import DbOption, StateDirOption
+from orlojd.cli_options import DbOption, StateDirOption, fail
 
 app = typer.Typer(
     name="orlojd",
@@ -31,13 +31,13 @@ app = typer.Typer(
 
 
 def _register_subcommands() -> None:
+    from orlojd.cli_serve import serve, worker
     from orlojd.cli_tasks import dlq_app, task_app
 
     app.add_typer(task_app, name="task")
     app.add_typer(dlq_app, name="dlq")
-
-
-_register_subcommands()
+    app.command()(serve)
+    app.command()(worker)
 
 
 class OutputFormat(StrEnum):
@@ -68,13 +68,6 @@ def _root(
 
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
-
-
-def fail(message: str, hint: str = "", code: int = 1) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    if hint:
-        typer.echo(f"  hint: {hint}", err=True)
-    raise typer.Exit(code)
 
 
 @app.command()
@@ -241,17 +234,24 @@ def status(
     """The applied revision, the daemon's source condition and every object's conditions."""
     from orlojd.adapters.store import Store
     from orlojd.engine.workspace import store_url
+    from orlojd.status_view import render_status, worker_json
 
     if db is None and state_dir is not None and not (state_dir.resolve() / "state.db").exists():
         fail(
             f"no state store at {state_dir.resolve() / 'state.db'}", "pass the --state-dir the daemon uses, or --db URL"
         )
+    from orlojd.adapters import clock
+    from orlojd.adapters.queue import TaskQueue
+    from orlojd.adapters.worker_registry import LOST_AFTER, WorkerRegistry
+
     store = Store.open(store_url(path, db, state_dir))
     try:
         revision = store.applied_revision_one()
         records = store.status_all()
         history = store.history_all()
         source = store.source_status_one()
+        workers = WorkerRegistry(store).list_all(clock.now(), LOST_AFTER)
+        tasks = TaskQueue(store).counts_all()
     finally:
         store.close()
     if output is OutputFormat.json:
@@ -271,14 +271,14 @@ def status(
                     ],
                     "history": history,
                     "source": source,
+                    "tasks": tasks,
+                    "workers": [worker_json(w) for w in workers],
                 },
                 indent=2,
             )
         )
         return
-    from orlojd.status_view import render_status
-
-    render_status(revision, records, history, source, tty=_tty())
+    render_status(revision, records, history, source, tty=_tty(), tasks=tasks, workers=workers)
 
 
 @app.command()
@@ -355,116 +355,7 @@ def resume(
     _toggle_suspension(target, False, "", path, db, state_dir)
 
 
-class LogFormat(StrEnum):
-    text = "text"
-    json = "json"
-
-
-def _seconds(value: str, flag: str) -> float:
-    from orlojd.core.durations import DurationError, parse_ms
-
-    try:
-        seconds = parse_ms(value) / 1000
-    except DurationError as exc:
-        fail(f"{flag}: {exc}")
-    if seconds <= 0:
-        fail(f"{flag}: must be more than 0s")
-    return seconds
-
-
-def _listen(value: str | None) -> tuple[str, int] | None:
-    if not value:
-        return None
-    host, _, port = value.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        fail(f"--listen {value!r}: use HOST:PORT, for example 127.0.0.1:8080")
-    return host, int(port)
-
-
-def _secret(path: Path | None, credential: str, env: dict[str, str]) -> bytes | None:
-    if path is None and env.get("CREDENTIALS_DIRECTORY"):
-        candidate = Path(env["CREDENTIALS_DIRECTORY"]) / credential
-        path = candidate if candidate.is_file() else None
-    if path is None:
-        return None
-    try:
-        return path.read_bytes().strip()
-    except OSError as exc:
-        fail(f"cannot read {path}: {exc.strerror}", "check the path and its permissions")
-
-
-@app.command()
-def serve(
-    repo: Annotated[str, typer.Option("--repo", envvar="ORLOJD_REPO", help="Local repository path or remote URL")],
-    branch: Annotated[str, typer.Option("--branch", envvar="ORLOJD_BRANCH", help="Branch to apply")] = "main",
-    state_dir: Annotated[
-        Path | None, typer.Option("--state-dir", envvar="ORLOJD_STATE_DIR", help="State folder (SQLite, mirror)")
-    ] = None,
-    db: DbOption = None,
-    listen: Annotated[
-        str | None, typer.Option("--listen", envvar="ORLOJD_LISTEN", help="HOST:PORT for webhooks and health")
-    ] = None,
-    subdir: Annotated[str, typer.Option("--path", envvar="ORLOJD_PATH", help="Manifests folder in the repo")] = "",
-    poll_interval: Annotated[
-        str, typer.Option("--poll-interval", envvar="ORLOJD_POLL_INTERVAL", help="Remote polling period")
-    ] = "60s",
-    resync_interval: Annotated[
-        str, typer.Option("--resync-interval", envvar="ORLOJD_RESYNC_INTERVAL", help="Drift check period")
-    ] = "10m",
-    verify_mode: Annotated[
-        str, typer.Option("--verify", envvar="ORLOJD_VERIFY", help="Commit signatures: off, head or all")
-    ] = "off",
-    allowed_signers: Annotated[
-        Path | None, typer.Option("--allowed-signers", envvar="ORLOJD_ALLOWED_SIGNERS", help="SSH allowed_signers")
-    ] = None,
-    gnupg_home: Annotated[
-        Path | None, typer.Option("--gnupg-home", envvar="ORLOJD_GNUPG_HOME", help="OpenPGP keyring folder")
-    ] = None,
-    webhook_secret_file: Annotated[
-        Path | None,
-        typer.Option("--webhook-secret-file", envvar="ORLOJD_WEBHOOK_SECRET_FILE", help="HMAC key (GitHub, generic)"),
-    ] = None,
-    gitlab_token_file: Annotated[
-        Path | None, typer.Option("--gitlab-token-file", envvar="ORLOJD_GITLAB_TOKEN_FILE", help="GitLab token")
-    ] = None,
-    log_format: Annotated[LogFormat, typer.Option("--log-format", envvar="ORLOJD_LOG_FORMAT")] = LogFormat.text,
-) -> None:
-    """Run the GitOps daemon: apply every new commit of the branch, hold the last good one on errors."""
-    from orlojd import logs
-    from orlojd.adapters.signatures import SignaturePolicy, VerifyMode
-    from orlojd.adapters.store import sqlite_url
-    from orlojd.core.webhooks import WebhookSecrets
-    from orlojd.engine.daemon import Daemon, DaemonOptions
-
-    logs.setup(log_format.value)
-    env = dict(os.environ)
-    if verify_mode not in {m.value for m in VerifyMode}:
-        fail(f"--verify {verify_mode!r}: use off, head or all")
-    mode = VerifyMode(verify_mode)
-    if mode is not VerifyMode.OFF and allowed_signers is None and gnupg_home is None:
-        fail(f"--verify {verify_mode} needs --allowed-signers FILE (SSH) or --gnupg-home DIR (OpenPGP)")
-    if state_dir is None:
-        local = Path(repo)
-        state_dir = (local / ".orlojd") if (local / ".git").exists() else Path(".orlojd")
-    state_dir = state_dir.resolve()
-    secret = _secret(webhook_secret_file, "webhook-secret", env)
-    options = DaemonOptions(
-        repo=repo,
-        branch=branch,
-        state_dir=state_dir,
-        db_url=db or sqlite_url(state_dir),
-        listen=_listen(listen),
-        poll_interval=_seconds(poll_interval, "--poll-interval"),
-        resync_interval=_seconds(resync_interval, "--resync-interval"),
-        signatures=SignaturePolicy(mode, allowed_signers, gnupg_home),
-        webhook_secrets=WebhookSecrets(
-            github=secret, gitlab=_secret(gitlab_token_file, "gitlab-token", env), generic=secret
-        ),
-        subdir=subdir,
-    )
-    daemon = Daemon(options, env)
-    daemon.install_signals()
-    raise typer.Exit(daemon.run())
+_register_subcommands()
 
 
 def main() -> None:

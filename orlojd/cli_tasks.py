@@ -20,7 +20,9 @@ from orlojd.cli_options import DbOption, StateDirOption
 if TYPE_CHECKING:
     from orlojd.adapters.queue import TaskQueue, TaskView
 
-task_app = typer.Typer(help="Tasks in the queue: list, show, cancel.", no_args_is_help=True, rich_markup_mode=None)
+task_app = typer.Typer(
+    help="Tasks in the queue: list, show, cancel, pause, resume.", no_args_is_help=True, rich_markup_mode=None
+)
 dlq_app = typer.Typer(
     help="The dead-letter queue: list, show, retry, purge.", no_args_is_help=True, rich_markup_mode=None
 )
@@ -36,22 +38,54 @@ def _queue(db: str | None, state_dir: Path | None) -> TaskQueue:
     return TaskQueue(Store.open(store_url(Path("."), db, state_dir)))
 
 
-def _plain(view: TaskView) -> dict[str, Any]:
+def _conditions(queue: TaskQueue, views: list[TaskView]) -> dict[str, list[dict[str, str]]]:
+    """Each task's conditions (QueueWaitExceeded, Paused, Unschedulable) by id."""
+    from orlojd.adapters import clock
+    from orlojd.adapters.worker_registry import LOST_AFTER, WorkerRegistry, offers
+    from orlojd.core.durations import parse_ms
+    from orlojd.core.task_health import task_conditions
+    from orlojd.settings import load_settings
+
+    now = clock.now()
+    threshold = timedelta(milliseconds=parse_ms(load_settings(Path(".")).workers.queue_wait_warning))
+    live = [w.labels for w in WorkerRegistry(queue.store).list_all(now, LOST_AFTER) if w.state.value == "live"]
+    return {
+        v.id: [
+            c.as_json()
+            for c in task_conditions(
+                state=v.state.value,
+                paused=v.paused,
+                available_at=v.available_at,
+                labels=v.labels,
+                now=now,
+                queue_wait=threshold,
+                labels_offered=any(offers(labels, v.labels) for labels in live),
+            )
+        ]
+        for v in views
+    }
+
+
+def _plain(view: TaskView, conditions: list[dict[str, str]]) -> dict[str, Any]:
     data = asdict(view)
+    data["conditions"] = conditions
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in data.items()}
 
 
-def _print(views: list[TaskView], as_json: bool) -> None:
+def _print(queue: TaskQueue, views: list[TaskView], as_json: bool) -> None:
+    conditions = _conditions(queue, views)
     if as_json:
-        typer.echo(json.dumps([_plain(v) for v in views], indent=2, default=str))
+        typer.echo(json.dumps([_plain(v, conditions[v.id]) for v in views], indent=2, default=str))
         return
     if not views:
         typer.echo("no tasks")
         return
-    typer.echo(f"{'ID':34} {'STATE':16} {'ATTEMPTS':8} {'TASK':40} LAST ERROR")
+    typer.echo(f"{'ID':34} {'STATE':16} {'ATTEMPTS':8} {'TASK':40} NOTE")
     for v in views:
+        notes = ", ".join(c["type"] for c in conditions[v.id])
         error = (v.last_error or "").splitlines()[0][:60] if v.last_error else ""
-        typer.echo(f"{v.id:34} {v.state.value:16} {v.attempts}/{v.max_attempts:<6} {v.task_key[:40]:40} {error}")
+        note = "; ".join(n for n in (notes, error) if n)
+        typer.echo(f"{v.id:34} {v.state.value:16} {v.attempts}/{v.max_attempts:<6} {v.task_key[:40]:40} {note}")
 
 
 def _show(queue: TaskQueue, task_id: str) -> None:
@@ -60,7 +94,7 @@ def _show(queue: TaskQueue, task_id: str) -> None:
         typer.echo(f"error: no task {task_id!r}", err=True)
         typer.echo("  hint: orlojd task list shows the ids", err=True)
         raise typer.Exit(1)
-    typer.echo(json.dumps(_plain(view), indent=2, default=str))
+    typer.echo(json.dumps(_plain(view, _conditions(queue, [view])[view.id]), indent=2, default=str))
 
 
 @task_app.command("list")
@@ -77,7 +111,8 @@ def task_list(
     if state is not None and state not in {s.value for s in TaskState}:
         typer.echo(f"error: unknown state {state!r}; use one of {', '.join(s.value for s in TaskState)}", err=True)
         raise typer.Exit(1)
-    _print(_queue(db, state_dir).list_all(state, limit), as_json)
+    queue = _queue(db, state_dir)
+    _print(queue, queue.list_all(state, limit), as_json)
 
 
 @task_app.command("show")
@@ -97,6 +132,58 @@ def task_cancel(task_id: str, db: DbOption = None, state_dir: StateDirOption = N
     typer.echo(f"cancelled {task_id}")
 
 
+RequestIdOption = Annotated[
+    str | None,
+    typer.Option(
+        "--request-id",
+        help="Id of this request (default: a new one, printed); retrying with the same id changes nothing",
+    ),
+]
+
+
+def _control(task_id: str, request_id: str | None, pause: bool, db: str | None, state_dir: Path | None) -> None:
+    import uuid
+
+    from orlojd.adapters import clock
+    from orlojd.adapters.queue import ControlOutcome
+
+    request = request_id or uuid.uuid4().hex
+    if len(request) > 100:
+        typer.echo("error: --request-id: at most 100 characters", err=True)
+        raise typer.Exit(1)
+    queue = _queue(db, state_dir)
+    act = queue.pause_run if pause else queue.resume_run
+    outcome = act(task_id, request, clock.now())
+    verb = "paused" if pause else "resumed"
+    if outcome is ControlOutcome.UNKNOWN:
+        typer.echo(f"error: no task {task_id!r}", err=True)
+        typer.echo("  hint: orlojd task list shows the ids", err=True)
+        raise typer.Exit(1)
+    if outcome is ControlOutcome.FINISHED:
+        typer.echo(f"error: task {task_id} already finished; nothing to {'pause' if pause else 'resume'}", err=True)
+        raise typer.Exit(1)
+    if outcome is ControlOutcome.DUPLICATE:
+        typer.echo(f"request {request} was already applied to {task_id}; nothing changed")
+        return
+    typer.echo(f"{verb} {task_id} (request {request})")
+
+
+@task_app.command("pause")
+def task_pause(
+    task_id: str, request_id: RequestIdOption = None, db: DbOption = None, state_dir: StateDirOption = None
+) -> None:
+    """Hold a task: no new attempt starts until it is resumed (one already running finishes)."""
+    _control(task_id, request_id, True, db, state_dir)
+
+
+@task_app.command("resume")
+def task_resume(
+    task_id: str, request_id: RequestIdOption = None, db: DbOption = None, state_dir: StateDirOption = None
+) -> None:
+    """Let a paused task run again."""
+    _control(task_id, request_id, False, db, state_dir)
+
+
 @dlq_app.command("list")
 def dlq_list(
     limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 100,
@@ -105,7 +192,8 @@ def dlq_list(
     state_dir: StateDirOption = None,
 ) -> None:
     """Dead-lettered tasks, newest first."""
-    _print(_queue(db, state_dir).list_all("dead_letter", limit), as_json)
+    queue = _queue(db, state_dir)
+    _print(queue, queue.list_all("dead_letter", limit), as_json)
 
 
 @dlq_app.command("show")

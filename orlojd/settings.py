@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from orlojd.core.desired import locate
 from orlojd.core.diagnostics import Diagnostic
 from orlojd.core.documents import parse_file
+from orlojd.core.durations import Duration
 from orlojd.core.manifests.registry import problems_from_validation
 from orlojd.errors import ConfigError
 
@@ -44,6 +45,17 @@ class PruneSettings(Group):
     max_delete_count: Annotated[int, Field(alias="maxDeleteCount", ge=0)] = 50
 
 
+class WorkerSettings(Group):
+    """The worker pool embedded in `orlojd serve` (read when the pool starts) and the queue's thresholds."""
+
+    size: Annotated[int, Field(ge=0, le=256, description="Worker threads in orlojd serve; 0: none")] = 4
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels the embedded workers offer")
+    lease: Duration = Field(default="30s", description="Task lease; renewed every third of it")
+    queue_wait_warning: Annotated[Duration, Field(alias="queueWaitWarning")] = Field(
+        default="5m", description="A task pending longer than this gets the QueueWaitExceeded condition"
+    )
+
+
 class LogSettings(Group):
     format: Literal["text", "json"] = "text"
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -58,6 +70,7 @@ class Settings(Group):
     secrets: SecretSettings = Field(default_factory=SecretSettings)
     prune: PruneSettings = Field(default_factory=PruneSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    workers: WorkerSettings = Field(default_factory=WorkerSettings)
 
 
 def parse_settings(display: str, content: bytes) -> tuple[Settings | None, list[Diagnostic]]:

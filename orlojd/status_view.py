@@ -5,6 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from orlojd.adapters.store import StatusRecord
+from orlojd.adapters.worker_registry import WorkerView
+
+
+def worker_json(worker: WorkerView) -> dict[str, Any]:
+    return {
+        "id": worker.id,
+        "state": worker.state.value,
+        "hostname": worker.hostname,
+        "pid": worker.pid,
+        "embedded": worker.embedded,
+        "labels": worker.labels,
+        "capacity": worker.capacity,
+        "started_at": worker.started_at.isoformat(),
+        "heartbeat_at": worker.heartbeat_at.isoformat(),
+    }
 
 
 def _condition(conditions: list[dict[str, Any]], kind: str) -> dict[str, Any]:
@@ -17,6 +32,8 @@ def render_status(
     history: list[dict[str, Any]],
     source: dict[str, Any] | None,
     tty: bool,
+    tasks: dict[str, int] | None = None,
+    workers: list[WorkerView] | None = None,
 ) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -50,3 +67,14 @@ def render_status(
     if history:
         last = history[0]
         console.print(f"last reconcile: {last['result']} {last['revision'][:12]} at {last['finished_at']}")
+    if tasks is not None and any(tasks.values()):
+        console.print("tasks: " + ", ".join(f"{count} {state}" for state, count in tasks.items() if count))
+    if workers:
+        table = Table(box=None, show_edge=False, pad_edge=False)
+        for column in ("WORKER", "STATE", "CAPACITY", "LABELS", "LAST HEARTBEAT"):
+            table.add_column(column)
+        for worker in workers:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(worker.labels.items())) or "-"
+            when = worker.heartbeat_at.strftime("%Y-%m-%d %H:%M:%S")
+            table.add_row(worker.id, worker.state.value, str(worker.capacity), labels, when)
+        console.print(table, markup=False)

@@ -30,8 +30,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -40,10 +40,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Connection, Dialect, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import Connection, Dialect
 
-from orlojd.adapters.store import Store, StoreError
+from orlojd.adapters.store import Store, StoreError, stored_time
 from orlojd.adapters.tables import TaskRequestRow, TaskRow
 
 SQLITE_RETURNING = (3, 35, 0)
@@ -283,14 +282,13 @@ class TaskQueue:
     """The queue in one ``Store`` (SQLite or PostgreSQL); safe to share between threads."""
 
     def __init__(self, store: Store) -> None:
+        self.store = store
         self._engine = store.engine
-        self._url = store.url
         self._sqlite = store.engine.dialect.name == "sqlite"
         self._hot = {
             name: _Prepared.of(statement, store.engine.dialect)
             for name, statement in _hot_statements(store.engine.dialect.name).items()
         }
-        self._driver_errors: tuple[type[Exception], ...] = (SQLAlchemyError, store.engine.dialect.loaded_dbapi.Error)
         if self._sqlite and sqlite3.sqlite_version_info < SQLITE_RETURNING:
             raise StoreError(
                 f"SQLite {sqlite3.sqlite_version} is too old for the task queue (UPDATE ... RETURNING)",
@@ -379,7 +377,7 @@ class TaskQueue:
             row[5],
             row[6],
             row[7],
-            _stored(_parsed(row[8])),
+            stored_time(_parsed(row[8])),
             timeout,
         )
 
@@ -553,7 +551,7 @@ class TaskQueue:
     def _driver_run(self, name: str, values: dict[str, Any]) -> tuple[Sequence[Any], int]:
         """Run a prepared hot statement in its own transaction: (returned rows, rowcount)."""
         prepared = self._hot[name]
-        with self._errors():
+        with self.store.errors("task queue"):
             connection = self._engine.raw_connection()
             try:
                 cursor = connection.cursor()
@@ -567,43 +565,17 @@ class TaskQueue:
                 connection.close()  # the pool rolls back whatever was not committed
         return rows, count
 
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        """One short write transaction; on SQLite it holds the write lock from its start."""
-        with self._errors(), self._engine.connect() as connection:
-            if self._sqlite:
-                connection.exec_driver_sql("BEGIN IMMEDIATE")
-            yield connection
-            connection.commit()
+    def _write(self) -> AbstractContextManager[Connection]:
+        return self.store.writing("task queue")
 
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        with self._errors(), self._engine.connect() as connection:
-            yield connection
-
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        try:
-            yield
-        except self._driver_errors as exc:
-            raise StoreError(
-                f"task queue in {make_url(self._url).render_as_string(hide_password=True)}: "
-                f"{type(exc).__name__}: {exc.args[0] if exc.args else exc}",
-                "check that the database is reachable and writable",
-            ) from None
+    def _read(self) -> AbstractContextManager[Connection]:
+        return self.store.reading("task queue")
 
 
 def _utc(moment: datetime) -> datetime:
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(f"naive datetime {moment.isoformat()}: pass a timezone-aware UTC time")
     return moment.astimezone(UTC)
-
-
-def _stored(moment: datetime | None) -> datetime | None:
-    """Timestamps read back: SQLite returns naive UTC, PostgreSQL aware in the session's zone."""
-    if moment is None:
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _parsed(moment: Any) -> datetime | None:
@@ -620,7 +592,7 @@ def _dumps(value: dict[str, Any]) -> str:
 def _view(row: Any) -> TaskView:
     fields = dict(row)
     for name in ("available_at", "lease_until", "created_at", "updated_at", "finished_at", "deadline_at"):
-        fields[name] = _stored(fields[name])
+        fields[name] = stored_time(fields[name])
     fields["state"] = TaskState(fields["state"])
     fields["payload"] = json.loads(fields["payload"])
     fields["result"] = None if fields["result"] is None else json.loads(fields["result"])

@@ -13,14 +13,14 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, event, or_, text
 from sqlalchemy import select as sa_select
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, create_engine, select
 
@@ -63,6 +63,13 @@ def sqlite_url(state_dir: Path) -> str:
     return f"sqlite:///{state_dir / 'state.db'}"
 
 
+def stored_time(moment: datetime | None) -> datetime | None:
+    """A timestamp read back, in UTC: SQLite returns naive UTC, PostgreSQL aware in the session's zone."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def _safe(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
@@ -96,6 +103,31 @@ class Store:
         store = cls(engine, url)
         store.migrate()
         return store
+
+    @contextmanager
+    def errors(self, what: str = "state store") -> Iterator[None]:
+        """Database and driver errors inside the block become one ``StoreError`` naming ``what``."""
+        try:
+            yield
+        except (SQLAlchemyError, self.engine.dialect.loaded_dbapi.Error) as exc:
+            raise StoreError(
+                f"{what} in {_safe(self.url)}: {type(exc).__name__}: {exc.args[0] if exc.args else exc}",
+                "check that the database is reachable and writable",
+            ) from None
+
+    @contextmanager
+    def writing(self, what: str = "state store") -> Iterator[Connection]:
+        """One short write transaction, committed at the end; on SQLite it holds the write lock from its start."""
+        with self.errors(what), self.engine.connect() as connection:
+            if self.engine.dialect.name == "sqlite":
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            yield connection
+            connection.commit()
+
+    @contextmanager
+    def reading(self, what: str = "state store") -> Iterator[Connection]:
+        with self.errors(what), self.engine.connect() as connection:
+            yield connection
 
     @contextmanager
     def _session(self) -> Iterator[Session]:

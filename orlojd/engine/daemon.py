@@ -37,6 +37,7 @@ from orlojd.core.keys import ResourceKey
 from orlojd.core.webhooks import WebhookSecrets
 from orlojd.engine.applying import ApplyRefused, apply_revision
 from orlojd.engine.planning import Planner
+from orlojd.engine.runtime import TaskRuntime
 from orlojd.engine.workspace import Workspace
 from orlojd.errors import GitError, OrlojError
 from orlojd.sources import settings_at
@@ -61,6 +62,9 @@ class DaemonOptions:
     signatures: SignaturePolicy = field(default_factory=SignaturePolicy)
     webhook_secrets: WebhookSecrets = field(default_factory=WebhookSecrets)
     subdir: str = ""
+    executor: str = "placeholder"
+    workers: int | None = None  # embedded worker threads; None: workers.size from orlojd.yaml
+    drain_grace: float = 20.0  # seconds SIGTERM waits for running tasks
 
 
 def _condition(kind: str, status: bool, reason: str, message: str, revision: str | None) -> dict[str, Any]:
@@ -91,6 +95,7 @@ class Daemon:
         self.corrections: dict[ResourceKey, deque[float]] = {}
         self.held: set[ResourceKey] = set()
         self.on_reconciled: Callable[[], None] | None = None
+        self.runtime: TaskRuntime | None = None
 
     # -- signals and triggers ------------------------------------------------------------
 
@@ -129,6 +134,7 @@ class Daemon:
         log.info("lock acquired", extra={"event": "lock_acquired"})
         server = None
         try:
+            self.runtime = TaskRuntime(self.store, options.executor, options.workers)
             self.source = GitSource(options.repo, options.branch, options.state_dir)
             if not self.source.is_remote:
                 self.source.watch(self.trigger, self.stop)
@@ -141,6 +147,8 @@ class Daemon:
             self.notifier.stopping("draining")
             if server is not None:
                 server.shutdown()
+            if self.runtime is not None:
+                self.runtime.stop(options.drain_grace)
             lock.release()
             self.store.close()
             log.info("stopped", extra={"event": "stopped"})
@@ -266,6 +274,8 @@ class Daemon:
         else:
             self._set_status("Ready", "Applied", message, revision=tip)
         log.info(message, extra={"event": "reconciled", "revision": tip})
+        if self.runtime is not None:
+            self.runtime.applied(settings, tip)
         if not self.ready:
             self.ready = True
             self.notifier.ready(message)
@@ -303,6 +313,8 @@ class Daemon:
             line.strip() for line in message.splitlines() if line.strip() and line.strip() != "apply refused:"
         )
         self._set_status("Stalled", reason, f"commit {tip[:12]}: {flat}{keeps}", revision=applied)
+        if applied and self.runtime is not None and self.runtime.scheduler is None:
+            self._start_runtime_at(applied)
         self.store.record_reconcile_run(
             tip, "stalled", {"reason": reason, "message": message[:2000]}, started, clock.now()
         )
@@ -310,6 +322,13 @@ class Daemon:
         self.notifier.status(f"stalled: {reason}")
         if self.on_reconciled is not None:
             self.on_reconciled()
+
+    def _start_runtime_at(self, revision: str) -> None:
+        """Run the tasks of the last good revision while a bad commit waits for its fix (after a restart)."""
+        assert self.source is not None and self.runtime is not None
+        settings, _ = settings_at(self.source.location.repo, revision, self._prefix())
+        if settings is not None:
+            self.runtime.applied(settings, revision)
 
     def _set_status(self, condition: str, reason: str, message: str, revision: str | None = None) -> None:
         if self.store is None:

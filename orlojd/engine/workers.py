@@ -23,7 +23,9 @@ real time (``threading`` waits).
 from __future__ import annotations
 
 import logging
+import os
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +35,7 @@ from typing import Any, Protocol
 
 from orlojd.adapters import clock
 from orlojd.adapters.queue import ClaimedTask, TaskQueue
+from orlojd.adapters.worker_registry import HEARTBEAT_EVERY, WorkerRegistry
 from orlojd.core.manifests.agents import RetryPolicy
 from orlojd.core.retry import Failure, decide
 
@@ -55,11 +58,13 @@ class Executor(Protocol):
 
 @dataclass(frozen=True)
 class PoolOptions:
-    size: int = 4
+    size: int = 4  # the worker's capacity: how many tasks it runs at once
     lease: timedelta = timedelta(seconds=30)
     renew_every: timedelta = timedelta(seconds=10)
     idle_wait: float = 0.2  # seconds a thread waits when the queue is empty (``wake`` cuts it short)
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)  # for runs whose payload carries no policy
+    labels: dict[str, str] = field(default_factory=dict)  # what this worker offers (region, gpu, model, ...)
+    heartbeat_every: timedelta = HEARTBEAT_EVERY
 
     def __post_init__(self) -> None:
         if self.size < 1:
@@ -72,10 +77,13 @@ class PoolOptions:
             )
         if self.idle_wait <= 0:
             raise ValueError(f"idle_wait must be positive, got {self.idle_wait}")
+        if self.heartbeat_every <= timedelta(0):
+            raise ValueError(f"heartbeat_every must be positive, got {self.heartbeat_every}")
 
 
 class _Renewal:
-    """Renews one claim every ``renew_every`` until stopped; sets ``cancelled`` when a renewal is refused."""
+    """Renews one claim every ``renew_every`` until stopped; sets ``cancelled`` when a renewal is
+    refused, or when the attempt outlives its timeout (``timed_out``: the attempt has failed)."""
 
     def __init__(self, pool: WorkerPool, worker: str, task: ClaimedTask) -> None:
         self._pool = pool
@@ -83,6 +91,7 @@ class _Renewal:
         self._task = task
         self._stop = threading.Event()
         self.cancelled = threading.Event()
+        self.timed_out = False
         self._thread = threading.Thread(target=self._run, name=f"renew-{worker}", daemon=True)
 
     def __enter__(self) -> _Renewal:
@@ -95,8 +104,19 @@ class _Renewal:
 
     def _run(self) -> None:
         pool, task = self._pool, self._task
-        interval = pool.options.renew_every.total_seconds()
-        while not self._stop.wait(interval):
+        renew_every = pool.options.renew_every.total_seconds()
+        started = time.monotonic()
+        timeout = None if task.attempt_timeout is None else task.attempt_timeout.total_seconds()
+        while True:
+            interval = renew_every
+            if timeout is not None:
+                interval = min(interval, max(0.0, started + timeout - time.monotonic()))
+            if self._stop.wait(interval):
+                return
+            if timeout is not None and time.monotonic() - started >= timeout:
+                self.timed_out = True
+                self.cancelled.set()
+                return
             try:
                 renewed = pool.queue.renew_run(
                     task.id, self._worker, task.fencing_token, pool.now(), pool.options.lease
@@ -127,6 +147,8 @@ class WorkerPool:
         worker_id: str,
         now: Callable[[], datetime] = clock.now,
         draw: Callable[[], float] = random.random,
+        registry: WorkerRegistry | None = None,
+        embedded: bool = True,
     ) -> None:
         self.queue = queue
         self.executor = executor
@@ -134,6 +156,9 @@ class WorkerPool:
         self.worker_id = worker_id
         self.now = now
         self.draw = draw
+        self.registry = registry
+        self.embedded = embedded
+        self._beating = threading.Event()
         self._threads: list[threading.Thread] = []
         self._stopping = False
         self._generation = 0  # bumped by wake(), so a wake between an empty claim and the wait is not lost
@@ -142,6 +167,10 @@ class WorkerPool:
     def start(self) -> None:
         if self._threads:
             raise RuntimeError("the worker pool was already started")
+        if self.registry is not None:
+            self._register()
+            beat = threading.Thread(target=self._heartbeat, name=f"heartbeat-{self.worker_id}", daemon=True)
+            beat.start()
         for n in range(self.options.size):
             worker = f"{self.worker_id}/{n}"
             thread = threading.Thread(target=self._loop, args=(worker,), name=f"worker-{worker}", daemon=True)
@@ -172,11 +201,45 @@ class WorkerPool:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         finished = not any(thread.is_alive() for thread in self._threads)
+        if finished and self.registry is not None and not self._beating.is_set():
+            self._beating.set()
+            try:
+                self.registry.stop_run(self.worker_id, self.now())
+            except Exception as exc:
+                log.warning("cannot mark worker stopped: %s", exc, extra={"event": "worker_stop_error"})
         log.info(
             "worker pool drained" if finished else "worker pool drain timed out; running tasks keep their lease",
             extra={"event": "pool_drained" if finished else "pool_drain_timeout", "worker": self.worker_id},
         )
         return finished
+
+    # -- registration ----------------------------------------------------------------------------
+
+    def _register(self) -> None:
+        assert self.registry is not None
+        self.registry.register_run(
+            self.worker_id,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            labels=dict(self.options.labels),
+            capacity=self.options.size,
+            embedded=self.embedded,
+            now=self.now(),
+        )
+        log.info(
+            "worker registered",
+            extra={"event": "worker_registered", "worker": self.worker_id, "labels": dict(self.options.labels)},
+        )
+
+    def _heartbeat(self) -> None:
+        """Beat every ``heartbeat_every`` until drained; register again if the row went missing."""
+        assert self.registry is not None
+        while not self._beating.wait(self.options.heartbeat_every.total_seconds()):
+            try:
+                if not self.registry.heartbeat_run(self.worker_id, self.now()):
+                    self._register()
+            except Exception as exc:  # the store may come back; a missed beat only makes us look lost
+                log.warning("heartbeat failed: %s", exc, extra={"event": "heartbeat_error", "worker": self.worker_id})
 
     # -- one thread ----------------------------------------------------------------------------
 
@@ -187,7 +250,7 @@ class WorkerPool:
                     return
                 generation = self._generation
             try:
-                task = self.queue.claim_one(worker, self.now(), self.options.lease)
+                task = self.queue.claim_one(worker, self.now(), self.options.lease, self.options.labels)
             except Exception as exc:
                 log.warning("claiming failed: %s", exc, extra={"event": "claim_error", "worker": worker})
                 task = None
@@ -211,6 +274,11 @@ class WorkerPool:
                 result = self.executor(task, renewal.cancelled)
             except Exception as exc:
                 error = exc
+        if renewal.timed_out:
+            assert task.attempt_timeout is not None
+            error = TaskFailed(f"attempt {task.attempts} timed out after {task.attempt_timeout.total_seconds():g}s")
+            self._fail(worker, task, error, ids)
+            return
         if renewal.cancelled.is_set():
             log.warning(
                 "task %s: result discarded, the lease was lost or the task cancelled",
@@ -243,11 +311,21 @@ class WorkerPool:
             )
         message = str(error) if isinstance(error, TaskFailed) else f"{type(error).__name__}: {error}"
         policy = self.options.retry
+        if isinstance(task.payload.get("retry"), dict):
+            try:
+                policy = RetryPolicy.model_validate(task.payload["retry"])
+            except ValueError:
+                log.warning("task %s: unreadable retry policy; using the default", task.id, extra=ids)
         if task.max_attempts < policy.max_attempts:  # the row's cap, set at enqueue, wins when tighter
             policy = policy.model_copy(update={"max_attempts": task.max_attempts})
         now = self.now()
         decision = decide(
-            policy, task.attempts, Failure.NON_RETRYABLE if permanent else Failure.RETRYABLE, now, None, self.draw()
+            policy,
+            task.attempts,
+            Failure.NON_RETRYABLE if permanent else Failure.RETRYABLE,
+            now,
+            task.deadline_at,
+            self.draw(),
         )
         accepted = self.queue.fail_run(task.id, worker, task.fencing_token, now, message, decision.retry_at)
         if not accepted:

@@ -1,0 +1,162 @@
+"""The task side of `orlojd serve`: the embedded worker pool, the scheduler and their periodic jobs.
+
+The daemon (``engine/daemon.py``) creates one ``TaskRuntime`` once it holds the repository
+lock (so a standby neither schedules nor claims) and calls ``applied`` after every successful
+pass. The first call starts the worker pool, sized by ``workers.size`` in orlojd.yaml at that
+commit (``--workers`` overrides it; later changes take effect at the next start), and the
+scheduler with its periodic jobs: the lease reaper (dead-letters runs whose last lease
+expired, and runs past their deadline) and the queue-wait check (logs tasks waiting longer
+than ``workers.queueWaitWarning``). Every call re-syncs the TaskSchedules and wakes the pool,
+since apply may have queued runs. ``stop`` stops scheduling first, then drains the pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from orlojd.adapters import clock
+from orlojd.adapters.queue import TaskQueue, TaskState
+from orlojd.adapters.store import Store
+from orlojd.adapters.systemd import Notifier
+from orlojd.adapters.worker_registry import WorkerRegistry
+from orlojd.core.durations import parse_ms
+from orlojd.engine.executors import executor_named
+from orlojd.engine.workers import PoolOptions, WorkerPool
+from orlojd.settings import Settings
+
+if TYPE_CHECKING:
+    from orlojd.engine.scheduler import TaskScheduler
+
+log = logging.getLogger("orlojd.runtime")
+
+REAP_EVERY = 5.0
+QUEUE_WAIT_CHECK_EVERY = 30.0
+
+
+def default_worker_id(prefix: str) -> str:
+    return f"{prefix}-{socket.gethostname()}-{os.getpid()}"
+
+
+def pool_options(settings: Settings, size: int | None = None, labels: dict[str, str] | None = None) -> PoolOptions:
+    """Pool options from orlojd.yaml's ``workers`` group; ``size``/``labels`` override it."""
+    lease = timedelta(milliseconds=parse_ms(settings.workers.lease))
+    return PoolOptions(
+        size=settings.workers.size if size is None else size,
+        lease=lease,
+        renew_every=lease / 3,
+        labels=dict(settings.workers.labels if labels is None else labels),
+    )
+
+
+class TaskRuntime:
+    def __init__(
+        self,
+        store: Store,
+        executor: str = "placeholder",
+        workers: int | None = None,
+        now: Callable[[], datetime] = clock.now,
+    ) -> None:
+        self.store = store
+        self.queue = TaskQueue(store)
+        self.executor = executor_named(executor, store)
+        self.workers = workers
+        self.now = now
+        self.pool: WorkerPool | None = None
+        self.scheduler: TaskScheduler | None = None
+        self.queue_wait = timedelta(minutes=5)
+        self._warned: set[str] = set()
+
+    def applied(self, settings: Settings, revision: str) -> None:
+        """After a successful pass at ``revision``: start what is not running, re-sync schedules, wake workers."""
+        self.queue_wait = timedelta(milliseconds=parse_ms(settings.workers.queue_wait_warning))
+        if self.scheduler is None:
+            self._start(settings)
+        assert self.scheduler is not None
+        self.scheduler.sync(revision)
+        if self.pool is not None:
+            self.pool.wake()
+
+    def _start(self, settings: Settings) -> None:
+        from orlojd.engine.scheduler import TaskScheduler
+
+        options = pool_options(settings, self.workers)
+        if options.size > 0:
+            self.pool = WorkerPool(
+                self.queue,
+                self.executor,
+                options,
+                default_worker_id("serve"),
+                now=self.now,
+                registry=WorkerRegistry(self.store),
+                embedded=True,
+            )
+            self.pool.start()
+        else:
+            log.info("no embedded workers (workers.size: 0)", extra={"event": "pool_disabled"})
+        self.scheduler = TaskScheduler(self.store, now=self.now, on_enqueued=self._wake)
+        self.scheduler.add_interval("lease-reaper", min(REAP_EVERY, options.lease.total_seconds()), self.reap)
+        self.scheduler.add_interval("queue-wait", QUEUE_WAIT_CHECK_EVERY, self.check_queue_wait)
+        self.scheduler.start()
+
+    def _wake(self) -> None:
+        if self.pool is not None:
+            self.pool.wake()
+
+    def reap(self) -> None:
+        reaped = self.queue.reap_expired_run(self.now())
+        if reaped:
+            log.warning("dead-lettered %d tasks that can no longer run", reaped, extra={"event": "tasks_reaped"})
+
+    def check_queue_wait(self) -> None:
+        now = self.now()
+        for view in self.queue.list_all(TaskState.PENDING.value, limit=1000):
+            waited = now - view.available_at
+            if view.paused or waited <= self.queue_wait or view.id in self._warned:
+                continue
+            self._warned.add(view.id)
+            log.warning(
+                "task %s has waited %ds for a worker",
+                view.id,
+                int(waited.total_seconds()),
+                extra={"event": "queue_wait_exceeded", "task_id": view.id, "task_key": view.task_key},
+            )
+
+    def stop(self, grace: float) -> None:
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=True)
+        if self.pool is not None:
+            self.pool.drain(grace)
+
+
+def run_worker(
+    store: Store,
+    options: PoolOptions,
+    worker_id: str,
+    executor: str,
+    stop: threading.Event,
+    notifier: Notifier,
+    drain_grace: float,
+) -> int:
+    """`orlojd worker`: claim from the shared queue until ``stop`` is set, then drain; the exit code."""
+    pool = WorkerPool(
+        TaskQueue(store),
+        executor_named(executor, store),
+        options,
+        worker_id,
+        registry=WorkerRegistry(store),
+        embedded=False,
+    )
+    pool.start()
+    notifier.ready(f"worker {worker_id}: {options.size} slots")
+    tick = notifier.watchdog_interval or 1.0
+    while not stop.wait(tick):
+        notifier.watchdog()
+    notifier.stopping("draining")
+    finished = pool.drain(drain_grace)
+    return 0 if finished else 1
