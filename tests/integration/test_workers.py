@@ -9,44 +9,21 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pools import DEADLINE, T0, Clock, wait_for, waited
 
 from orlojd.adapters.queue import ClaimedTask, TaskQueue, TaskState, TaskView
 from orlojd.adapters.store import Store
 from orlojd.core.manifests.agents import RetryPolicy
 from orlojd.engine.workers import PoolOptions, TaskFailed, WorkerPool
 
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
-DEADLINE = 15.0  # seconds any one wait may take before the test fails
 FAST = PoolOptions(size=1, lease=LEASE, renew_every=timedelta(seconds=10), idle_wait=0.02)
-
-
-class Clock:
-    """An injected ``now`` the test moves by hand."""
-
-    def __init__(self, start: datetime = T0) -> None:
-        self.at = start
-
-    def __call__(self) -> datetime:
-        return self.at
-
-
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.005)
-
-
-def waited(event: threading.Event, what: str) -> None:
-    assert event.wait(DEADLINE), f"timed out waiting for {what}"
 
 
 @pytest.fixture
