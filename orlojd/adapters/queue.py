@@ -491,6 +491,25 @@ class TaskQueue:
         with self._write() as connection:
             return connection.execute(statement).rowcount == 1
 
+    def cancel_key_run(self, task_key: str, now: datetime, reason: str) -> int:
+        """Cancel every unfinished run of ``task_key`` (its Task was deleted from git), noting why; how many."""
+        t = TASKS
+        now = _utc(now)
+        statement = (
+            sa.update(t)
+            .where(t.c.task_key == task_key, t.c.state.in_([s.value for s in CANCELLABLE]))
+            .values(
+                state=TaskState.CANCELLED.value,
+                last_error=reason,
+                lease_owner=None,
+                lease_until=None,
+                finished_at=now,
+                updated_at=now,
+            )
+        )
+        with self._write() as connection:
+            return connection.execute(statement).rowcount
+
     def retry_dead_letter_run(self, task_id: str, now: datetime) -> bool:
         """Move a dead-lettered task back to pending with its attempts reset; False if it is not dead-lettered."""
         t = TASKS

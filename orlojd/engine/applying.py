@@ -105,6 +105,7 @@ def apply_revision(
     # queue's (task, digest) uniqueness makes the second enqueue a no-op. Nothing is lost either way.
     enqueue_tasks(store, planned, upserts, now)
     store.apply_run(report.head, upserts, deletes, conditions, summary, started, now, fingerprint(after, report.head))
+    cancel_deleted_tasks(store, deletes, report.head, now)  # after: a failed apply cancels nothing
     return ApplyResult(planned, True)
 
 
@@ -132,6 +133,18 @@ def enqueue_tasks(store: Store, planned: PlannedRevision, upserts: list[Upsert],
         if task_id is not None:
             queued.append(task_id)
     return queued
+
+
+def cancel_deleted_tasks(store: Store, deletes: list[ResourceKey], revision: str, now: datetime) -> int:
+    """Cancel the unfinished runs of Tasks (and TaskSchedules) pruned from git: what is gone does not run."""
+    from orlojd.adapters.queue import TaskQueue
+
+    gone = [k for k in deletes if k.kind in ("Task", "TaskSchedule")]
+    if not gone:
+        return 0
+    queue = TaskQueue(store)
+    reason = f"cancelled: deleted from git at {revision[:12]}"
+    return sum(queue.cancel_key_run(str(key), now, f"{key.short} {reason}") for key in gone)
 
 
 def _target_path(ws: Workspace, file: Path) -> str:

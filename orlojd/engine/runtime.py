@@ -43,15 +43,14 @@ def default_worker_id(prefix: str) -> str:
     return f"{prefix}-{socket.gethostname()}-{os.getpid()}"
 
 
-def pool_options(settings: Settings, size: int | None = None, labels: dict[str, str] | None = None) -> PoolOptions:
-    """Pool options from orlojd.yaml's ``workers`` group; ``size``/``labels`` override it."""
-    lease = timedelta(milliseconds=parse_ms(settings.workers.lease))
-    return PoolOptions(
-        size=settings.workers.size if size is None else size,
-        lease=lease,
-        renew_every=lease / 3,
-        labels=dict(settings.workers.labels if labels is None else labels),
-    )
+def lease_of(settings: Settings) -> timedelta:
+    return timedelta(milliseconds=parse_ms(settings.workers.lease))
+
+
+def pool_options(settings: Settings, size: int) -> PoolOptions:
+    """Pool options from orlojd.yaml's ``workers`` group, with ``size`` threads (>= 1)."""
+    lease = lease_of(settings)
+    return PoolOptions(size=size, lease=lease, renew_every=lease / 3, labels=dict(settings.workers.labels))
 
 
 class TaskRuntime:
@@ -85,12 +84,12 @@ class TaskRuntime:
     def _start(self, settings: Settings) -> None:
         from orlojd.engine.scheduler import TaskScheduler
 
-        options = pool_options(settings, self.workers)
-        if options.size > 0:
+        size = settings.workers.size if self.workers is None else self.workers
+        if size > 0:
             self.pool = WorkerPool(
                 self.queue,
                 self.executor,
-                options,
+                pool_options(settings, size),
                 default_worker_id("serve"),
                 now=self.now,
                 registry=WorkerRegistry(self.store),
@@ -100,7 +99,7 @@ class TaskRuntime:
         else:
             log.info("no embedded workers (workers.size: 0)", extra={"event": "pool_disabled"})
         self.scheduler = TaskScheduler(self.store, now=self.now, on_enqueued=self._wake)
-        self.scheduler.add_interval("lease-reaper", min(REAP_EVERY, options.lease.total_seconds()), self.reap)
+        self.scheduler.add_interval("lease-reaper", min(REAP_EVERY, lease_of(settings).total_seconds()), self.reap)
         self.scheduler.add_interval("queue-wait", QUEUE_WAIT_CHECK_EVERY, self.check_queue_wait)
         self.scheduler.start()
 
