@@ -6,9 +6,13 @@ skipped as superseded, verify signatures, read orlojd.yaml at that commit, plan 
 apply. A bad commit (invalid manifests, a plan error, a refused prune, an unverified
 signature) sets the source condition Stalled with the reasons; the last good revision
 keeps running and the next commit is tried. Git and database failures are transient:
-the pass is retried with backoff from 1 s to 15 min. Every resync also looks for drift
-(objects changed in the store outside git) and writes git's version back, unless the
-same object was corrected 5 times within an hour (Stalled, reason DriftLoop).
+the pass is retried with backoff from 1 s to 15 min. Every resync (a periodic job of the
+embedded scheduler, ``engine/runtime.py``) also looks for drift (objects changed in the
+store outside git) and writes git's version back, unless the same object was corrected 5
+times within an hour (Stalled, reason DriftLoop).
+
+Once it holds the lock the daemon also runs the task side (``TaskRuntime``): the
+scheduler and, from the first applied revision, the embedded worker pool.
 
 Only the process holding the repository lock reconciles; another replica waits as a
 hot standby. SIGTERM drains and exits 0, SIGHUP re-reads settings and reconciles.
@@ -87,6 +91,7 @@ class Daemon:
         self.stop = threading.Event()
         self.wake = threading.Event()
         self.reload = threading.Event()
+        self.resync_due = threading.Event()
         self.store: Store | None = None
         self.source: GitSource | None = None
         self.planner: Planner | None = None
@@ -112,6 +117,11 @@ class Daemon:
         self.reload.set()
         self.wake.set()
 
+    def request_resync(self) -> None:
+        """The scheduler's resync job: look for drift and re-read the branch on the next pass."""
+        self.resync_due.set()
+        self.wake.set()
+
     def trigger(self) -> None:
         """Something may have been pushed: reconcile as soon as possible."""
         self.wake.set()
@@ -134,7 +144,13 @@ class Daemon:
         log.info("lock acquired", extra={"event": "lock_acquired"})
         server = None
         try:
-            self.runtime = TaskRuntime(self.store, options.executor, options.workers)
+            self.runtime = TaskRuntime(
+                self.store,
+                options.executor,
+                options.workers,
+                periodic=[("resync", options.resync_interval, self.request_resync)],
+            )
+            self.runtime.start()
             self.source = GitSource(options.repo, options.branch, options.state_dir)
             if not self.source.is_remote:
                 self.source.watch(self.trigger, self.stop)
@@ -159,17 +175,16 @@ class Daemon:
         backoff = 0.0
         next_attempt = 0.0
         next_poll = 0.0
-        next_resync = time.monotonic() + options.resync_interval
         pending = True  # reconcile once at start
         resync = False
         while not self.stop.is_set():
             if self.wake.is_set():
                 self.wake.clear()
                 pending = True
-            now = time.monotonic()
-            if now >= next_resync:
+            if self.resync_due.is_set():
+                self.resync_due.clear()
                 pending = resync = True
-                next_resync = now + options.resync_interval
+            now = time.monotonic()
             if self.source is not None and self.source.is_remote and now >= next_poll:
                 pending = True
                 jitter = options.poll_interval * 0.1
@@ -192,7 +207,7 @@ class Daemon:
                     self._set_status("Reconciling", "TransientError", f"{exc.message}; retrying in {backoff:.0f}s")
                     log.warning("transient error: %s", exc.message, extra={"event": "reconcile_retry"})
             self.notifier.watchdog()
-            deadlines = [next_resync]
+            deadlines = [time.monotonic() + options.resync_interval]  # the scheduler's resync job wakes us
             if pending:
                 deadlines.append(next_attempt)
             if self.source is not None and self.source.is_remote:
@@ -313,7 +328,7 @@ class Daemon:
             line.strip() for line in message.splitlines() if line.strip() and line.strip() != "apply refused:"
         )
         self._set_status("Stalled", reason, f"commit {tip[:12]}: {flat}{keeps}", revision=applied)
-        if applied and self.runtime is not None and self.runtime.scheduler is None:
+        if applied and self.runtime is not None and not self.runtime.pool_decided:
             self._start_runtime_at(applied)
         self.store.record_reconcile_run(
             tip, "stalled", {"reason": reason, "message": message[:2000]}, started, clock.now()

@@ -1,13 +1,14 @@
 """The task side of `orlojd serve`: the embedded worker pool, the scheduler and their periodic jobs.
 
 The daemon (``engine/daemon.py``) creates one ``TaskRuntime`` once it holds the repository
-lock (so a standby neither schedules nor claims) and calls ``applied`` after every successful
-pass. The first call starts the worker pool, sized by ``workers.size`` in orlojd.yaml at that
-commit (``--workers`` overrides it; later changes take effect at the next start), and the
-scheduler with its periodic jobs: the lease reaper (dead-letters runs whose last lease
-expired, and runs past their deadline) and the queue-wait check (logs tasks waiting longer
-than ``workers.queueWaitWarning``). Every call re-syncs the TaskSchedules and wakes the pool,
-since apply may have queued runs. ``stop`` stops scheduling first, then drains the pool.
+lock (so a standby neither schedules nor claims) and ``start``s it: the scheduler runs its
+periodic jobs from then on: the lease reaper (dead-letters runs whose last lease expired, and
+runs past their deadline), the queue-wait check (logs tasks waiting longer than
+``workers.queueWaitWarning``) and the daemon's own (the resync). The daemon calls ``applied``
+after every successful pass; the first call starts the worker pool, sized by ``workers.size``
+in orlojd.yaml at that commit (``--workers`` overrides it; later changes take effect at the
+next start). Every call re-syncs the TaskSchedules and wakes the pool, since apply may have
+queued runs. ``stop`` stops scheduling first, then drains the pool.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -43,13 +44,9 @@ def default_worker_id(prefix: str) -> str:
     return f"{prefix}-{socket.gethostname()}-{os.getpid()}"
 
 
-def lease_of(settings: Settings) -> timedelta:
-    return timedelta(milliseconds=parse_ms(settings.workers.lease))
-
-
 def pool_options(settings: Settings, size: int) -> PoolOptions:
     """Pool options from orlojd.yaml's ``workers`` group, with ``size`` threads (>= 1)."""
-    lease = lease_of(settings)
+    lease = timedelta(milliseconds=parse_ms(settings.workers.lease))
     return PoolOptions(size=size, lease=lease, renew_every=lease / 3, labels=dict(settings.workers.labels))
 
 
@@ -60,48 +57,56 @@ class TaskRuntime:
         executor: str = "placeholder",
         workers: int | None = None,
         now: Callable[[], datetime] = clock.now,
+        periodic: Sequence[tuple[str, float, Callable[[], None]]] = (),
     ) -> None:
         self.store = store
         self.queue = TaskQueue(store)
         self.executor = executor_named(executor, store)
         self.workers = workers
         self.now = now
+        self.periodic = periodic
         self.pool: WorkerPool | None = None
+        self.pool_decided = False  # the pool starts once, at the first applied revision
         self.scheduler: TaskScheduler | None = None
         self.queue_wait = timedelta(minutes=5)
         self._warned: set[str] = set()
 
-    def applied(self, settings: Settings, revision: str) -> None:
-        """After a successful pass at ``revision``: start what is not running, re-sync schedules, wake workers."""
-        self.queue_wait = timedelta(milliseconds=parse_ms(settings.workers.queue_wait_warning))
-        if self.scheduler is None:
-            self._start(settings)
-        assert self.scheduler is not None
-        self.scheduler.sync(revision)
-        if self.pool is not None:
-            self.pool.wake()
-
-    def _start(self, settings: Settings) -> None:
+    def start(self) -> None:
+        """Start the scheduler with its periodic jobs (the lease reaper, the queue-wait check, the daemon's)."""
         from orlojd.engine.scheduler import TaskScheduler
 
-        size = settings.workers.size if self.workers is None else self.workers
-        if size > 0:
-            self.pool = WorkerPool(
-                self.queue,
-                self.executor,
-                pool_options(settings, size),
-                default_worker_id("serve"),
-                now=self.now,
-                registry=WorkerRegistry(self.store),
-                embedded=True,
-            )
-            self.pool.start()
-        else:
-            log.info("no embedded workers (workers.size: 0)", extra={"event": "pool_disabled"})
         self.scheduler = TaskScheduler(self.store, now=self.now, on_enqueued=self._wake)
-        self.scheduler.add_interval("lease-reaper", min(REAP_EVERY, lease_of(settings).total_seconds()), self.reap)
+        self.scheduler.add_interval("lease-reaper", REAP_EVERY, self.reap)
         self.scheduler.add_interval("queue-wait", QUEUE_WAIT_CHECK_EVERY, self.check_queue_wait)
+        for name, seconds, job in self.periodic:
+            self.scheduler.add_interval(name, seconds, job)
         self.scheduler.start()
+
+    def applied(self, settings: Settings, revision: str) -> None:
+        """After a successful pass at ``revision``: start the pool if not yet, re-sync schedules, wake workers."""
+        self.queue_wait = timedelta(milliseconds=parse_ms(settings.workers.queue_wait_warning))
+        if not self.pool_decided:
+            self.pool_decided = True
+            self._start_pool(settings)
+        if self.scheduler is not None:
+            self.scheduler.sync(revision)
+        self._wake()
+
+    def _start_pool(self, settings: Settings) -> None:
+        size = settings.workers.size if self.workers is None else self.workers
+        if size == 0:
+            log.info("no embedded workers (workers.size: 0)", extra={"event": "pool_disabled"})
+            return
+        self.pool = WorkerPool(
+            self.queue,
+            self.executor,
+            pool_options(settings, size),
+            default_worker_id("serve"),
+            now=self.now,
+            registry=WorkerRegistry(self.store),
+            embedded=True,
+        )
+        self.pool.start()
 
     def _wake(self) -> None:
         if self.pool is not None:
