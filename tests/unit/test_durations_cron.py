@@ -216,6 +216,9 @@ def test_good_cron_expressions(expression: str, normal: str) -> None:
         ("mon * * * *", "minute"),
         ("* * L * *", "day of month"),
         ("* * * * sat-sun", "day of week"),
+        ("0 0 30 2 *", "day of month"),  # well formed, but never fires
+        ("0 0 31 4,6,9,11 *", "day of month"),
+        ("0 0 30,31 feb */2", "day of month"),
     ],
 )
 def test_bad_cron_names_the_field(expression: str, field: str) -> None:
@@ -228,6 +231,15 @@ def test_bad_cron_names_the_field(expression: str, field: str) -> None:
 def test_cron_needs_five_fields(expression: str) -> None:
     with pytest.raises(CronError, match="exactly 5 fields"):
         validate_cron(expression)
+
+
+def test_a_cron_that_never_fires_says_why() -> None:
+    with pytest.raises(CronError) as caught:
+        validate_cron("0 0 31 4,6 *")
+    assert str(caught.value) == "day of month: 31 never occurs in April or June, so this schedule would never fire"
+    # With day-of-week restricted too, either may match (Vixie): every Monday in February.
+    assert validate_cron("0 0 30 2 1") == "0 0 30 2 1"
+    assert validate_cron("0 0 29 2 *") == "0 0 29 2 *"  # leap years
 
 
 def test_cron_error_is_a_value_error() -> None:

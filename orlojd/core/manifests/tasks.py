@@ -108,6 +108,7 @@ class Task(ResourceKind):
 
 
 def _cron(value: str) -> str:
+    """Five valid fields that fire at least once (``0 0 30 2 *`` is refused, naming the field)."""
     try:
         return validate_cron(value)
     except CronError as exc:
@@ -124,10 +125,23 @@ def _zone(value: str) -> str:
 
 class TaskScheduleSpec(Spec):
     task_ref: RefName = Field(description="A Task with mode: template")
-    schedule: Annotated[str, AfterValidator(_cron)]
-    time_zone: Annotated[str, AfterValidator(_zone)] = "UTC"
-    starting_deadline_seconds: Annotated[int, Field(ge=0)] = 300
-    concurrency_policy: Literal["forbid", "allow", "replace"] = "forbid"
+    schedule: Annotated[
+        str,
+        AfterValidator(_cron),
+        Field(
+            description="Cron: minute hour day-of-month month day-of-week (Vixie: day-of-week 0-7, "
+            "0 and 7 are Sunday; day-of-month and day-of-week both restricted means either)"
+        ),
+    ]
+    time_zone: Annotated[str, AfterValidator(_zone)] = Field(
+        default="UTC", description="IANA zone the slots are computed in; a skipped local time does not fire"
+    )
+    starting_deadline_seconds: Annotated[int, Field(ge=0)] = Field(
+        default=300, description="A slot not started within this many seconds is skipped; missed slots never backfill"
+    )
+    concurrency_policy: Literal["forbid", "allow", "replace"] = Field(
+        default="forbid", description="With a run of this schedule unfinished: skip (forbid), run too, or cancel it"
+    )
     successful_history_limit: Annotated[int, Field(ge=0)] = 10
     failed_history_limit: Annotated[int, Field(ge=0)] = 3
 
