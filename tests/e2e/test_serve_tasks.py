@@ -98,3 +98,44 @@ def test_a_task_deleted_from_git_before_it_ran_is_cancelled(tmp_path: Path, orig
             "the cancel", lambda: state_of(served, "Task/default/report", "cancelled"), explain=served.explain
         )
     assert reason == f"Task/report cancelled: deleted from git at {gone[:12]}"
+
+
+SCHEDULE = """\
+apiVersion: orloj.dev/v1
+kind: TaskSchedule
+metadata:
+  name: every-minute
+spec:
+  taskRef: digest
+  schedule: "* * * * *"
+  timeZone: Europe/Prague
+  startingDeadlineSeconds: 120
+"""
+
+
+def test_a_pushed_schedule_fires_its_current_slot_once_across_a_restart(tmp_path: Path, origin: Origin) -> None:
+    origin.write("tasks/digest.yaml", task("digest").replace("spec:\n", "spec:\n  mode: template\n"))
+    origin.write("schedules/every-minute.yaml", SCHEDULE)
+    head = origin.commit("a schedule")
+    origin.push()
+    key = "TaskSchedule/default/every-minute"
+
+    def runs(served: Served) -> list[tuple[str, str]]:
+        return [
+            (r[0], r[1]) for r in served.store.rows("SELECT digest, state FROM tasks WHERE task_key = :k", k=key) or []
+        ]
+
+    with Served(tmp_path, origin.bare) as served:
+        wait_for(
+            "a slot's run to succeed",
+            lambda: any(s == "succeeded" for _, s in runs(served)) or None,
+            explain=served.explain,
+        )
+        first = runs(served)
+    with Served(tmp_path, origin.bare, state_dir=served.state_dir, name="again") as again:
+        again.wait_applied(head)
+        after = runs(again)
+    digests = [d for d, _ in after]
+    assert len(digests) == len(set(digests)), "a slot fired twice"
+    assert first[0][0] in digests and first[0][0].startswith("slot:20")
+    assert len(after) <= len(first) + 2, "a restart fires at most the slots that came due meanwhile"
