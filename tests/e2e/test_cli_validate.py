@@ -353,3 +353,25 @@ def test_version_prints_the_package_version(cli: Cli) -> None:
     assert result.code == 0
     assert result.stdout.strip() == f"orlojd {orlojd.__version__}"
     assert orlojd.__version__ == version("orlojd")
+
+
+def test_task_bad_input_is_located(cli: Cli, tmp_path: Path) -> None:
+    """Issue 6's bad input: a cron that never fires, an oversized input, a malformed worker label."""
+    (tmp_path / "m.yaml").write_text(MODEL)
+    (tmp_path / "a.yaml").write_text(AGENT)
+    (tmp_path / "never.yaml").write_text(
+        "apiVersion: orloj.dev/v1\nkind: TaskSchedule\nmetadata:\n  name: never\n"
+        'spec:\n  taskRef: big\n  schedule: "0 0 30 2 *"\n'
+    )
+    big = "x" * (300 * 1024)
+    (tmp_path / "big.yaml").write_text(
+        "apiVersion: orloj.dev/v1\nkind: Task\nmetadata:\n  name: big\n"
+        f"spec:\n  agent: checker\n  mode: template\n  input:\n    blob: {big}\n"
+        "  requirements:\n    labels:\n      'bad key': x\n"
+    )
+    done = cli("validate", str(tmp_path))
+    assert done.code == 1 and "Traceback" not in done.stderr
+    lines = done.stdout.splitlines() + done.stderr.splitlines()
+    assert any("never.yaml:7:3" in line and "spec.schedule" in line and "never fire" in line for line in lines), lines
+    assert any("big.yaml:" in line and "spec.input" in line and "the limit is 256 KiB" in line for line in lines)
+    assert any("big.yaml:" in line and "label key 'bad key'" in line for line in lines), lines
