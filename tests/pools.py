@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from orlojd.engine.workers import WorkerPool
+
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 DEADLINE = 15.0  # seconds any one wait may take before the test fails
 
@@ -30,3 +32,10 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
 
 def waited(event: threading.Event, what: str) -> None:
     assert event.wait(DEADLINE), f"timed out waiting for {what}"
+
+
+def start_pool(started: list[WorkerPool], pool: WorkerPool) -> WorkerPool:
+    """Start ``pool`` and remember it in the ``pools`` fixture's list, which drains it at teardown."""
+    started.append(pool)
+    pool.start()
+    return pool

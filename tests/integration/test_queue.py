@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -23,20 +22,6 @@ from orlojd.core.keys import ResourceKey
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
 SECOND = timedelta(seconds=1)
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    opened = Store.open(db_url)
-    try:
-        yield opened
-    finally:
-        opened.close()
-
-
-@pytest.fixture
-def queue(store: Store) -> TaskQueue:
-    return TaskQueue(store)
 
 
 def enqueue(queue: TaskQueue, name: str, now: datetime = T0, **options: object) -> str:

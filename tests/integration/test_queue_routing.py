@@ -6,7 +6,6 @@ Explicit times throughout: a lease or a deadline passes because the test passes 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -18,20 +17,6 @@ from orlojd.adapters.worker_registry import LOST_AFTER, WorkerRegistry, WorkerSt
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
 SECOND = timedelta(seconds=1)
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    opened = Store.open(db_url)
-    try:
-        yield opened
-    finally:
-        opened.close()
-
-
-@pytest.fixture
-def queue(store: Store) -> TaskQueue:
-    return TaskQueue(store)
 
 
 def enqueue(queue: TaskQueue, name: str, now: datetime = T0, **options: object) -> str:

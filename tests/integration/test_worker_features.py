@@ -5,12 +5,10 @@ placeholder executor's deleted-agent check."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-import pytest
-from pools import DEADLINE, T0, Clock, wait_for
+from pools import DEADLINE, T0, Clock, start_pool, wait_for
 
 from orlojd.adapters.queue import ClaimedTask, TaskQueue, TaskState, TaskView
 from orlojd.adapters.store import Store, Upsert
@@ -21,34 +19,6 @@ from orlojd.engine.workers import PoolOptions, TaskFailed, WorkerPool
 
 LEASE = timedelta(seconds=30)
 NO_JITTER_HOUR = {"maxAttempts": 3, "backoff": {"initial": "1h", "max": "2h", "multiplier": 2}, "jitter": "none"}
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    opened = Store.open(db_url)
-    try:
-        yield opened
-    finally:
-        opened.close()
-
-
-@pytest.fixture
-def queue(store: Store) -> TaskQueue:
-    return TaskQueue(store)
-
-
-@pytest.fixture
-def pools() -> Iterator[list[WorkerPool]]:
-    started: list[WorkerPool] = []
-    yield started
-    for pool in started:
-        assert pool.drain(DEADLINE), "a worker thread did not stop"
-
-
-def run_pool(pools: list[WorkerPool], pool: WorkerPool) -> WorkerPool:
-    pools.append(pool)
-    pool.start()
-    return pool
 
 
 def options(**changes: Any) -> PoolOptions:
@@ -72,7 +42,7 @@ def test_an_attempt_over_its_timeout_fails_and_is_retried(queue: TaskQueue, pool
     )
     assert task_id is not None
     clock = Clock()
-    run_pool(pools, WorkerPool(queue, Sleep(60_000), options(), "w", now=clock))
+    start_pool(pools, WorkerPool(queue, Sleep(60_000), options(), "w", now=clock))
     wait_for(lambda: view(queue, task_id).attempts == 1 and settled(queue, task_id, TaskState.PENDING), "a timeout")
     failed = view(queue, task_id)
     assert failed.last_error == "attempt 1 timed out after 0.2s"
@@ -88,7 +58,7 @@ def test_the_deadline_ends_retries(queue: TaskQueue, pools: list[WorkerPool]) ->
     def failing(task: ClaimedTask, cancelled: threading.Event) -> dict[str, Any]:
         raise TaskFailed("provider returned 503")
 
-    run_pool(pools, WorkerPool(queue, failing, options(), "w", now=Clock()))
+    start_pool(pools, WorkerPool(queue, failing, options(), "w", now=Clock()))
     wait_for(lambda: settled(queue, task_id, TaskState.DEAD_LETTER), "the task to give up")
     assert view(queue, task_id).attempts == 1, "a retry in 1h would land after the 30 min deadline"
 
@@ -96,7 +66,7 @@ def test_the_deadline_ends_retries(queue: TaskQueue, pools: list[WorkerPool]) ->
 def test_a_pool_registers_beats_and_stops(store: Store, queue: TaskQueue, pools: list[WorkerPool]) -> None:
     registry = WorkerRegistry(store)
     clock = Clock()
-    pool = run_pool(
+    pool = start_pool(
         pools,
         WorkerPool(
             queue,
@@ -126,8 +96,8 @@ def test_a_pool_registers_beats_and_stops(store: Store, queue: TaskQueue, pools:
 def test_a_labelled_pool_runs_the_labelled_task(queue: TaskQueue, pools: list[WorkerPool]) -> None:
     gpu = queue.enqueue_run("Task/default/gpu", "d", {}, now=T0, labels={"gpu": "true"})
     assert gpu is not None
-    run_pool(pools, WorkerPool(queue, Sleep(0), options(), "plain", now=Clock()))
-    run_pool(pools, WorkerPool(queue, Sleep(0), options(labels={"gpu": "true"}), "gpu", now=Clock()))
+    start_pool(pools, WorkerPool(queue, Sleep(0), options(), "plain", now=Clock()))
+    start_pool(pools, WorkerPool(queue, Sleep(0), options(labels={"gpu": "true"}), "gpu", now=Clock()))
     wait_for(lambda: settled(queue, gpu, TaskState.SUCCEEDED), "the gpu task")
     assert view(queue, gpu).result == {"executor": "sleep", "slept_ms": 0}
 
@@ -141,7 +111,7 @@ def test_a_run_whose_agent_was_deleted_dead_letters_with_a_clear_error(
     gone = queue.enqueue_run("Task/default/orphan", "d", {}, now=T0, agent="Agent/default/gone", max_attempts=3)
     fine = queue.enqueue_run("Task/default/fine", "d", {}, now=T0, agent=str(kept))
     assert gone is not None and fine is not None
-    run_pool(pools, WorkerPool(queue, Placeholder(store), options(), "w", now=Clock()))
+    start_pool(pools, WorkerPool(queue, Placeholder(store), options(), "w", now=Clock()))
     wait_for(lambda: settled(queue, gone, TaskState.DEAD_LETTER), "the orphan to dead-letter")
     wait_for(lambda: settled(queue, fine, TaskState.SUCCEEDED), "the other to succeed")
     orphan = view(queue, gone)

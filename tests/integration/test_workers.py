@@ -10,44 +10,18 @@ import functools
 import logging
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from pools import DEADLINE, T0, Clock, wait_for, waited
+from pools import DEADLINE, T0, Clock, start_pool, wait_for, waited
 
 from orlojd.adapters.queue import ClaimedTask, TaskQueue, TaskState, TaskView
-from orlojd.adapters.store import Store
 from orlojd.core.manifests.agents import RetryPolicy
 from orlojd.engine.workers import PoolOptions, TaskFailed, WorkerPool
 
 LEASE = timedelta(seconds=30)
 FAST = PoolOptions(size=1, lease=LEASE, renew_every=timedelta(seconds=10), idle_wait=0.02)
-
-
-@pytest.fixture
-def queue(db_url: str) -> Iterator[TaskQueue]:
-    store = Store.open(db_url)
-    try:
-        yield TaskQueue(store)
-    finally:
-        store.close()
-
-
-@pytest.fixture
-def pools() -> Iterator[list[WorkerPool]]:
-    """Pools a test starts; drained at teardown so no thread outlives its store."""
-    started: list[WorkerPool] = []
-    yield started
-    for pool in started:
-        assert pool.drain(DEADLINE), "a worker thread did not stop"
-
-
-def start(pools: list[WorkerPool], pool: WorkerPool) -> WorkerPool:
-    pools.append(pool)
-    pool.start()
-    return pool
 
 
 def enqueue(queue: TaskQueue, name: str, now: datetime = T0, max_attempts: int = 3) -> str:
@@ -78,7 +52,7 @@ def test_fifty_tasks_complete_exactly_once_with_a_pool_of_four(queue: TaskQueue,
         return {"name": task.payload["name"]}
 
     ids = [enqueue(queue, f"t{n}", datetime.now(UTC)) for n in range(50)]
-    pool = start(pools, WorkerPool(queue, sink, PoolOptions(size=4, idle_wait=0.02), "node-a"))
+    pool = start_pool(pools, WorkerPool(queue, sink, PoolOptions(size=4, idle_wait=0.02), "node-a"))
     pool.wake()
     wait_for(lambda: queue.counts_all()[TaskState.SUCCEEDED] == 50, "50 tasks to succeed")
     assert pool.drain(DEADLINE)
@@ -101,7 +75,7 @@ def test_a_failing_task_retries_with_the_policy_then_dead_letters(queue: TaskQue
 
     task_id = enqueue(queue, "flaky", max_attempts=3)
     options = PoolOptions(size=1, lease=LEASE, renew_every=timedelta(seconds=10), idle_wait=0.02, retry=policy)
-    pool = start(pools, WorkerPool(queue, failing, options, "node-a", now=clock, draw=lambda: 0.5))
+    pool = start_pool(pools, WorkerPool(queue, failing, options, "node-a", now=clock, draw=lambda: 0.5))
 
     def failed_after(attempts: int) -> bool:
         current = view(queue, task_id)
@@ -131,7 +105,7 @@ def test_a_permanent_failure_dead_letters_at_once(queue: TaskQueue, pools: list[
         raise TaskFailed("governance denied the tool call", permanent=True)
 
     task_id = enqueue(queue, "denied", max_attempts=5)
-    start(pools, WorkerPool(queue, denied, FAST, "node-a", now=Clock()))
+    start_pool(pools, WorkerPool(queue, denied, FAST, "node-a", now=Clock()))
     wait_for(lambda: view(queue, task_id).state == TaskState.DEAD_LETTER, "the task to dead-letter")
     dead = view(queue, task_id)
     assert (dead.attempts, dead.max_attempts, dead.last_error) == (1, 5, "governance denied the tool call")
@@ -150,7 +124,7 @@ def test_an_executor_bug_does_not_kill_the_thread(
 
     bug = enqueue(queue, "bug", max_attempts=1)
     fine = enqueue(queue, "fine", T0 + timedelta(seconds=1))
-    start(pools, WorkerPool(queue, buggy, FAST, "node-a", now=Clock(T0 + timedelta(seconds=2))))
+    start_pool(pools, WorkerPool(queue, buggy, FAST, "node-a", now=Clock(T0 + timedelta(seconds=2))))
     wait_for(lambda: view(queue, fine).state == TaskState.SUCCEEDED, "the second task to succeed on the same thread")
     assert (view(queue, bug).state, view(queue, bug).last_error) == (TaskState.DEAD_LETTER, "KeyError: 'oops'")
     assert "executor_error" in events(caplog)
@@ -169,7 +143,7 @@ def test_a_worker_that_lost_its_lease_has_its_result_refused(
         return {"from": "node-a"}
 
     task_id = enqueue(queue, "slow")
-    start(pools, WorkerPool(queue, slow, FAST, "node-a", now=clock))
+    start_pool(pools, WorkerPool(queue, slow, FAST, "node-a", now=clock))
     waited(started, "the executor to start")
     first = view(queue, task_id)
     assert (first.lease_owner, first.fencing_token) == ("node-a/0", 1)
@@ -200,7 +174,7 @@ def test_a_cancelled_task_is_told_by_the_renewal_and_its_result_discarded(
 
     task_id = enqueue(queue, "cancel-me")
     options = PoolOptions(size=1, lease=LEASE, renew_every=timedelta(milliseconds=20), idle_wait=0.02)
-    start(pools, WorkerPool(queue, cooperative, options, "node-a", now=Clock()))
+    start_pool(pools, WorkerPool(queue, cooperative, options, "node-a", now=Clock()))
     waited(started, "the executor to start")
     assert queue.cancel_run(task_id, T0)
     waited(saw_cancel, "the renewal to set the cancelled event")
@@ -224,7 +198,7 @@ def test_drain_stops_claiming_and_returns_true_once_running_tasks_finish(
 
     first = enqueue(queue, "first")
     second = enqueue(queue, "second", T0 + timedelta(seconds=1))
-    pool = start(pools, WorkerPool(queue, blocking, FAST, "node-a", now=Clock(T0 + timedelta(seconds=2))))
+    pool = start_pool(pools, WorkerPool(queue, blocking, FAST, "node-a", now=Clock(T0 + timedelta(seconds=2))))
     waited(started, "the first task to start")
 
     assert pool.drain(0.05) is False, "the first task is still running"
