@@ -259,6 +259,7 @@ class _Prepared:
     order: tuple[str, ...] | None  # positional parameters (SQLite), None for named (psycopg)
     defaults: dict[str, Any]
     processors: dict[str, Callable[[Any], Any]]
+    returns_rows: bool  # known here: psycopg builds ``cursor.description`` anew on every access
 
     @classmethod
     def of(cls, statement: sa.Update, dialect: Dialect) -> _Prepared:
@@ -269,7 +270,7 @@ class _Prepared:
             if processor is not None:
                 processors[name] = processor
         order = tuple(compiled.positiontup or ()) if compiled.positional else None
-        return cls(str(compiled), order, dict(compiled.params), processors)
+        return cls(str(compiled), order, dict(compiled.params), processors, bool(compiled.effective_returning))
 
     def parameters(self, values: dict[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
         merged = self.defaults | values
@@ -577,7 +578,7 @@ class TaskQueue:
                 if self._sqlite:
                     cursor.execute("BEGIN IMMEDIATE")
                 cursor.execute(prepared.sql, prepared.parameters(values))
-                rows = cursor.fetchall() if cursor.description else []
+                rows = cursor.fetchall() if prepared.returns_rows else []
                 count = cursor.rowcount
                 connection.commit()
             finally:

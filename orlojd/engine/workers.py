@@ -82,58 +82,109 @@ class PoolOptions:
 
 
 class _Renewal:
-    """Renews one claim every ``renew_every`` until stopped; sets ``cancelled`` when a renewal is
-    refused, or when the attempt outlives its timeout (``timed_out``: the attempt has failed)."""
+    """Renews the claim a worker thread is running every ``renew_every``; sets ``cancelled`` when a
+    renewal is refused, or when the attempt outlives its timeout (``timed_out``: the attempt has failed).
 
-    def __init__(self, pool: WorkerPool, worker: str, task: ClaimedTask) -> None:
+    One per worker thread, reused for each of its claims (``with renewal.renewing(task):``). Its
+    helper thread starts with the first claim and sleeps until the current claim's next step is
+    due, so a claim costs no thread of its own (starting and joining one took longer than a short
+    task). ``renewing`` wakes the helper only when the new claim is due before the helper's next
+    wake-up (an attempt timeout shorter than ``renew_every``). A step (a renewal, or the timeout)
+    runs under the lock: leaving ``renewing`` waits for one in progress, and after that nothing
+    changes ``cancelled`` or ``timed_out`` of that claim. ``close`` ends the helper.
+    """
+
+    def __init__(self, pool: WorkerPool, worker: str) -> None:
         self._pool = pool
         self._worker = worker
-        self._task = task
-        self._stop = threading.Event()
+        self._every = pool.options.renew_every.total_seconds()
+        self._lock = threading.Condition()
+        self._task: ClaimedTask | None = None  # the claim being renewed, None between claims
+        self._started = 0.0  # when it was claimed (monotonic)
+        self._due = 0.0  # when its next step is due (monotonic)
+        self._wake_at = float("inf")  # when the helper wakes next, at the latest
+        self._closed = False
+        self._thread: threading.Thread | None = None
         self.cancelled = threading.Event()
         self.timed_out = False
-        self._thread = threading.Thread(target=self._run, name=f"renew-{worker}", daemon=True)
+
+    def renewing(self, task: ClaimedTask) -> _Renewal:
+        """Start renewing ``task``, this thread's new claim, until the ``with`` block ends."""
+        with self._lock:
+            self._task = task
+            self._started = time.monotonic()
+            self._due = self._started + self._interval(task, self._started)
+            self.cancelled = threading.Event()
+            self.timed_out = False
+            if self._thread is not None and self._due < self._wake_at:
+                self._lock.notify()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"renew-{self._worker}", daemon=True)
+            self._thread.start()
+        return self
 
     def __enter__(self) -> _Renewal:
-        self._thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        with self._lock:
+            self._task = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._task = None
+            self._lock.notify()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _interval(self, task: ClaimedTask, now: float) -> float:
+        if task.attempt_timeout is None:
+            return self._every
+        return min(self._every, max(0.0, self._started + task.attempt_timeout.total_seconds() - now))
 
     def _run(self) -> None:
-        pool, task = self._pool, self._task
-        renew_every = pool.options.renew_every.total_seconds()
-        started = time.monotonic()
-        timeout = None if task.attempt_timeout is None else task.attempt_timeout.total_seconds()
-        while True:
-            interval = renew_every
-            if timeout is not None:
-                interval = min(interval, max(0.0, started + timeout - time.monotonic()))
-            if self._stop.wait(interval):
-                return
-            if timeout is not None and time.monotonic() - started >= timeout:
-                self.timed_out = True
-                self.cancelled.set()
-                return
-            try:
-                renewed = pool.queue.renew_run(
-                    task.id, self._worker, task.fencing_token, pool.now(), pool.options.lease
-                )
-            except Exception as exc:  # the store may come back before the lease runs out: keep trying
-                log.warning(
-                    "renewing task %s failed: %s", task.id, exc, extra={"event": "renew_error", "task_id": task.id}
-                )
-                continue
-            if not renewed:
-                log.warning(
-                    "task %s: lease lost or task cancelled; its result will be discarded",
-                    task.id,
-                    extra={"event": "lease_lost", "task_id": task.id, "worker": self._worker},
-                )
-                self.cancelled.set()
-                return
+        with self._lock:
+            while not self._closed:
+                now = time.monotonic()
+                task = self._task
+                if task is None:  # between claims; a claim due sooner than this wakes the helper
+                    self._wake_at = now + self._every
+                    self._lock.wait(self._every)
+                elif now < self._due:
+                    self._wake_at = self._due
+                    self._lock.wait(self._due - now)
+                else:
+                    try:
+                        self._step(task, now)
+                    except Exception:  # a bug here ends this claim's renewals, not the helper
+                        log.exception("renewing task %s failed", task.id, extra={"event": "renew_error"})
+                        self._task = None
+
+    def _step(self, task: ClaimedTask, now: float) -> None:
+        """The claim's next step is due: its timeout, or a renewal. Runs under the lock."""
+        pool = self._pool
+        if task.attempt_timeout is not None and now - self._started >= task.attempt_timeout.total_seconds():
+            self.timed_out = True
+            self.cancelled.set()
+            self._task = None
+            return
+        try:
+            renewed = pool.queue.renew_run(task.id, self._worker, task.fencing_token, pool.now(), pool.options.lease)
+        except Exception as exc:  # the store may come back before the lease runs out: keep trying
+            log.warning("renewing task %s failed: %s", task.id, exc, extra={"event": "renew_error", "task_id": task.id})
+            renewed = True
+        if not renewed:
+            log.warning(
+                "task %s: lease lost or task cancelled; its result will be discarded",
+                task.id,
+                extra={"event": "lease_lost", "task_id": task.id, "worker": self._worker},
+            )
+            self.cancelled.set()
+            self._task = None
+            return
+        now = time.monotonic()
+        self._due = now + self._interval(task, now)
 
 
 class WorkerPool:
@@ -244,32 +295,38 @@ class WorkerPool:
     # -- one thread ----------------------------------------------------------------------------
 
     def _loop(self, worker: str) -> None:
-        while True:
-            with self._idle:
-                if self._stopping:
-                    return
-                generation = self._generation
-            try:
-                task = self.queue.claim_one(worker, self.now(), self.options.lease, self.options.labels)
-            except Exception as exc:
-                log.warning("claiming failed: %s", exc, extra={"event": "claim_error", "worker": worker})
-                task = None
-            if task is None:
+        renewal = _Renewal(self, worker)
+        try:
+            while True:
                 with self._idle:
-                    if not self._stopping and self._generation == generation:
-                        self._idle.wait(self.options.idle_wait)
-                continue
-            try:
-                self._run_one(worker, task)
-            except Exception:  # a store error while finishing: the lease expires and the task is taken over
-                log.exception("finishing task %s failed", task.id, extra={"event": "finish_error", "task_id": task.id})
+                    if self._stopping:
+                        return
+                    generation = self._generation
+                try:
+                    task = self.queue.claim_one(worker, self.now(), self.options.lease, self.options.labels)
+                except Exception as exc:
+                    log.warning("claiming failed: %s", exc, extra={"event": "claim_error", "worker": worker})
+                    task = None
+                if task is None:
+                    with self._idle:
+                        if not self._stopping and self._generation == generation:
+                            self._idle.wait(self.options.idle_wait)
+                    continue
+                try:
+                    self._run_one(worker, task, renewal)
+                except Exception:  # a store error while finishing: the lease expires and the task is taken over
+                    log.exception(
+                        "finishing task %s failed", task.id, extra={"event": "finish_error", "task_id": task.id}
+                    )
+        finally:
+            renewal.close()
 
-    def _run_one(self, worker: str, task: ClaimedTask) -> None:
+    def _run_one(self, worker: str, task: ClaimedTask, renewal: _Renewal) -> None:
         ids = {"task_id": task.id, "task_key": task.task_key, "worker": worker, "attempt": task.attempts}
         log.info("running task %s (attempt %d)", task.id, task.attempts, extra={"event": "task_started", **ids})
         result: dict[str, Any] | None = None
         error: BaseException | None = None
-        with _Renewal(self, worker, task) as renewal:
+        with renewal.renewing(task):
             try:
                 result = self.executor(task, renewal.cancelled)
             except Exception as exc:
