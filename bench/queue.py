@@ -561,8 +561,8 @@ def pg_workers(url: str, n: int, processes: int, capacity: int, logs_dir: Path) 
             time.sleep(0.05)
         time.sleep(0.3)  # every pool thread has made its first (empty) claim and is idling
         with psycopg.connect(url, autocommit=True) as poller:
-            start_wall = datetime.now(UTC)
             start = pg_fill(url)
+            start_wall = datetime.now(UTC)
             deadline = start + RUN_TIMEOUT_S
             while pg_remaining(poller):
                 if time.perf_counter() > deadline:
@@ -677,6 +677,7 @@ def summary(store: str, result: dict[str, Any]) -> dict[str, Any]:
         "floor_seconds": round(floor.seconds, 3),
         "rates": [round(r.rate, 1) for r in result["orlojd"]],
         "floor_rates": [round(r.rate, 1) for r in result["floor"]],
+        "ratios": [round(f.rate / o.rate, 3) for f, o in zip(result["floor"], result["orlojd"], strict=True)],
         "claim_latency": latency(timed),
         "claim_latency_from": timed.label,
         "floor_claim_latency": latency(floor),
