@@ -239,7 +239,7 @@ def pool_drain(queue: TimedQueue, n: int, size: int, label: str, log_path: Path)
 
 
 def sqlite_time(moment: datetime) -> str:
-    """A time as SQLAlchemy's SQLite DateTime stores it (checked against ``_Prepared.parameters``)."""
+    """A time as SQLAlchemy's SQLite DateTime stores it (checked against ``queue_sql.Prepared.parameters``)."""
     return moment.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
