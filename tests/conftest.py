@@ -19,7 +19,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from pools import DEADLINE as POOL_DRAIN_DEADLINE
 from psycopg import sql
+
+from orlojd.adapters.queue import TaskQueue
+from orlojd.adapters.store import Store
+from orlojd.engine.workers import WorkerPool
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -200,3 +205,29 @@ def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database only (for what runs only on PostgreSQL, such as `orlojd worker`)."""
     with fresh_postgres_database() as url:
         yield url
+
+
+# -- an opened store (both kinds, via ``db_url``), its task queue, worker pools drained at teardown ------
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    opened = Store.open(db_url)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+@pytest.fixture
+def queue(store: Store) -> TaskQueue:
+    return TaskQueue(store)
+
+
+@pytest.fixture
+def pools() -> Iterator[list[WorkerPool]]:
+    """Pools a test starts (``pools.start_pool``); drained at teardown so no thread outlives its store."""
+    started: list[WorkerPool] = []
+    yield started
+    for pool in started:
+        assert pool.drain(POOL_DRAIN_DEADLINE), "a worker thread did not stop"
