@@ -175,7 +175,11 @@ def worker(
     ] = 4,
     label: Annotated[
         list[str] | None,
-        typer.Option("--label", help="A label this worker offers, KEY=VALUE (repeatable): region=eu, gpu=true"),
+        typer.Option(
+            "--label",
+            envvar="ORLOJD_WORKER_LABELS",
+            help="A label this worker offers, KEY=VALUE (repeatable): region=eu, gpu=true (variable: space-separated)",
+        ),
     ] = None,
     lease: Annotated[str, typer.Option("--lease", envvar="ORLOJD_WORKER_LEASE", help="Task lease")] = "30s",
     drain_grace: Annotated[
