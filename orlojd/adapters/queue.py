@@ -377,6 +377,18 @@ class TaskQueue:
         with self._read() as connection:
             return [_view(row._mapping) for row in connection.execute(statement)]
 
+    def overdue_all(self, due_before: datetime, limit: int = 100) -> list[TaskView]:
+        """Pending, unpaused tasks due since before ``due_before``, longest waiting first."""
+        t = TASKS
+        statement = (
+            sa.select(t)
+            .where(t.c.state == TaskState.PENDING.value, t.c.paused == sa.false(), t.c.available_at < _utc(due_before))
+            .order_by(t.c.available_at, t.c.id)
+            .limit(limit)
+        )
+        with self._read() as connection:
+            return [_view(row._mapping) for row in connection.execute(statement)]
+
     def active_for(self, task_key: str) -> list[TaskView]:
         """The runs of ``task_key`` not yet finished (pending, running, waiting), oldest first."""
         statement = (

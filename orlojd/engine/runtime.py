@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from orlojd.adapters import clock
-from orlojd.adapters.queue import TaskQueue, TaskState
+from orlojd.adapters.queue import TaskQueue
 from orlojd.adapters.store import Store
 from orlojd.adapters.systemd import Notifier
 from orlojd.adapters.worker_registry import WorkerRegistry
@@ -118,10 +118,13 @@ class TaskRuntime:
             log.warning("dead-lettered %d tasks that can no longer run", reaped, extra={"event": "tasks_reaped"})
 
     def check_queue_wait(self) -> None:
+        """Log each task once when it first waits longer than ``workers.queueWaitWarning``."""
         now = self.now()
-        for view in self.queue.list_all(TaskState.PENDING.value, limit=1000):
+        overdue = self.queue.overdue_all(now - self.queue_wait)
+        self._warned &= {view.id for view in overdue}  # forget tasks that got a worker (or were lost from view)
+        for view in overdue:
             waited = now - view.available_at
-            if view.paused or waited <= self.queue_wait or view.id in self._warned:
+            if view.id in self._warned:
                 continue
             self._warned.add(view.id)
             log.warning(

@@ -8,6 +8,7 @@ import threading
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from pools import DEADLINE, T0, Clock, start_pool, wait_for
 
 from orlojd.adapters.queue import ClaimedTask, TaskQueue, TaskState, TaskView
@@ -118,3 +119,30 @@ def test_a_run_whose_agent_was_deleted_dead_letters_with_a_clear_error(
     assert orphan.attempts == 1, "not retried: the agent will not come back by waiting"
     assert orphan.last_error is not None
     assert "agent Agent/gone is not applied" in orphan.last_error and f"orlojd dlq retry {gone}" in orphan.last_error
+
+
+def test_the_queue_wait_check_logs_each_overdue_task_once(
+    store: Store, queue: TaskQueue, caplog: pytest.LogCaptureFixture
+) -> None:
+    from orlojd.engine.runtime import TaskRuntime
+
+    clock = Clock()
+    late = queue.enqueue_run("Task/default/late", "d", {}, now=T0)
+    held = queue.enqueue_run("Task/default/held", "d", {}, now=T0)
+    fresh = queue.enqueue_run("Task/default/fresh", "d", {}, now=T0 + timedelta(minutes=9))
+    assert late is not None and held is not None and fresh is not None
+    queue.pause_run(held, "p", T0)
+    runtime = TaskRuntime(store, "noop", now=clock)
+    clock.at = T0 + timedelta(minutes=10)
+    caplog.set_level("WARNING", logger="orlojd.runtime")
+
+    def warned() -> list[str]:
+        return [
+            str(getattr(r, "task_id", "")) for r in caplog.records if getattr(r, "event", "") == "queue_wait_exceeded"
+        ]
+
+    runtime.check_queue_wait()
+    assert warned() == [late], "only the task due for over 5 minutes, not the paused one"
+    runtime.check_queue_wait()
+    assert warned() == [late], "once per task"
+    assert [v.id for v in queue.overdue_all(clock.at - timedelta(minutes=5))] == [late]
