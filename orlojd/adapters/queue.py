@@ -340,6 +340,30 @@ class TaskQueue:
         with self._write() as connection:
             return connection.execute(statement).rowcount
 
+    def trim_finished_run(self, task_key: str, keep_succeeded: int, keep_failed: int) -> int:
+        """Delete the finished runs of ``task_key`` beyond the newest ``keep_succeeded`` succeeded and the
+        newest ``keep_failed`` failed, dead-lettered or cancelled ones (a schedule's history limits); how many."""
+        t = TASKS
+        buckets = (
+            ([TaskState.SUCCEEDED.value], keep_succeeded),
+            ([TaskState.FAILED.value, TaskState.DEAD_LETTER.value, TaskState.CANCELLED.value], keep_failed),
+        )
+        deleted = 0
+        with self._write() as connection:
+            for states, keep in buckets:
+                newest = (
+                    sa.select(t.c.id)
+                    .where(t.c.task_key == task_key, t.c.state.in_(states))
+                    .order_by(t.c.finished_at.desc(), t.c.id.desc())
+                    .limit(keep)
+                )
+                kept = {row[0] for row in connection.execute(newest)}
+                statement = sa.delete(t).where(t.c.task_key == task_key, t.c.state.in_(states))
+                if kept:
+                    statement = statement.where(t.c.id.not_in(kept))
+                deleted += connection.execute(statement).rowcount
+        return deleted
+
     def retry_dead_letter_run(self, task_id: str, now: datetime) -> bool:
         """Move a dead-lettered task back to pending with its attempts reset; False if it is not dead-lettered."""
         t = TASKS

@@ -14,6 +14,8 @@ enqueues the template Task with ``mode: run`` under task key = the schedule's ke
 ``slot:<UTC ISO>``. The queue's unique (task key, digest) makes a slot run once, across
 restarts and between two daemons racing; a losing enqueue is reported as a duplicate.
 Skipped slots are logged (``schedule_slot_skipped``) and kept in memory (``skipped_slots``).
+After a slot fires, finished runs beyond ``successfulHistoryLimit`` / ``failedHistoryLimit``
+(failed, dead-lettered and cancelled count as failed) are deleted, newest kept.
 A newly added job runs once at once, so a slot still within its deadline when the daemon
 starts (or the schedule is applied) fires late rather than not at all.
 """
@@ -86,6 +88,7 @@ class _Schedule:
     template: dict[str, Any]
     agent: dict[str, Any] | None
     revision: str
+    history: tuple[int, int] = (10, 3)  # successfulHistoryLimit, failedHistoryLimit
 
 
 class SlotTrigger(BaseTrigger):  # type: ignore[misc]
@@ -217,6 +220,7 @@ class TaskScheduler:
                 template=template,
                 agent=None if agent is None else agents.get(agent),
                 revision=revision,
+                history=(int(spec.get("successfulHistoryLimit", 10)), int(spec.get("failedHistoryLimit", 3))),
             )
         with self._lock:
             for gone in set(self._schedules) - set(wanted):
@@ -307,6 +311,15 @@ class TaskScheduler:
             active = [(run.id, run.digest) for run in self.queue.active_for(entry.key)]
             decision = admit(decision, state.concurrency, active)
         outcome = self._carry_out(entry, decision, now)
+        if outcome.task_id is not None:
+            trimmed = self.queue.trim_finished_run(entry.key, *entry.history)
+            if trimmed:
+                log.info(
+                    "%s: %d finished runs beyond the history limits deleted",
+                    entry.key,
+                    trimmed,
+                    extra={"event": "schedule_history_trimmed", "schedule": entry.key, "deleted": trimmed},
+                )
         if decision.settles and decision.slot is not None:
             self._settled[entry.key] = decision.slot
         self._report(outcome, decision)

@@ -428,3 +428,26 @@ def test_interval_jobs_run_and_survive_exceptions(env: Env, caplog: pytest.LogCa
     [failure] = [r for r in caplog.records if getattr(r, "event", None) == "scheduler_job_failed"]
     assert failure.job == "flaky" and "RuntimeError: boom" in failure.getMessage()  # type: ignore[attr-defined]
     assert not scheduler.scheduler.running
+
+
+def test_history_limits_keep_the_newest_finished_runs(env: Env) -> None:
+    env.apply(hourly=schedule_yaml(successfulHistoryLimit="2", failedHistoryLimit="1"))
+    scheduler = env.scheduler()
+    queue = TaskQueue(env.store)
+    for hour in range(5):
+        now = T0 + hour * HOUR + SECONDS
+        assert fired(scheduler.fire_due(now)), f"hour {hour}"
+        if hour == 1:  # this one is cancelled: it counts against failedHistoryLimit
+            (run,) = queue.active_for(HOURLY)
+            assert queue.cancel_run(run.id, now)
+        else:
+            finish(env.store, now)
+    kept = [(r.digest[-9:-4], r.state) for r in env.runs()]
+    # Trimmed when a slot fires: at 14:00 the newest two successes before it (12:00, 13:00) stayed,
+    # 10:00 went; the cancelled 11:00 is the one failure kept; 14:00 finished after the trim.
+    assert kept == [
+        ("11:00", TaskState.CANCELLED),
+        ("12:00", TaskState.SUCCEEDED),
+        ("13:00", TaskState.SUCCEEDED),
+        ("14:00", TaskState.SUCCEEDED),
+    ]
