@@ -44,7 +44,7 @@ class Provenance:
     absent: bool = False
 
     def __str__(self) -> str:
-        where = f"{self.key.short}:{self.path}" if self.key else self.path
+        where = self.path if self.key is None else f"{self.key.short}:{self.path}" if self.path else self.key.short
         return f"no {where}" if self.absent else where
 
 
