@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import uuid
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -115,6 +116,7 @@ class TaskQueue:
         self.store = store
         self._engine = store.engine
         self._sqlite = store.engine.dialect.name == "sqlite"
+        self._local = threading.local()
         self._hot = {
             name: Prepared.of(statement, store.engine.dialect)
             for name, statement in hot_statements(store.engine.dialect.name).items()
@@ -437,18 +439,44 @@ class TaskQueue:
         """Run a prepared hot statement in its own transaction: (returned rows, rowcount)."""
         prepared = self._hot[name]
         with self.store.errors("task queue"):
-            connection = self._engine.raw_connection()
+            if not self._sqlite:
+                connection = self._engine.raw_connection()
+                try:
+                    cursor = connection.cursor()
+                    cursor.execute(prepared.sql, prepared.parameters(values))
+                    rows = cursor.fetchall() if prepared.returns_rows else []
+                    count = cursor.rowcount
+                    connection.commit()
+                finally:
+                    connection.close()  # the pool rolls back whatever was not committed
+                return rows, count
+            connection = self._thread_connection()
             try:
                 cursor = connection.cursor()
-                if self._sqlite:
-                    cursor.execute("BEGIN IMMEDIATE")
+                cursor.execute("BEGIN IMMEDIATE")
                 cursor.execute(prepared.sql, prepared.parameters(values))
                 rows = cursor.fetchall() if prepared.returns_rows else []
                 count = cursor.rowcount
                 connection.commit()
-            finally:
-                connection.close()  # the pool rolls back whatever was not committed
+            except BaseException:
+                self._local.connection = None  # a connection in an unknown state is not reused
+                connection.close()
+                raise
         return rows, count
+
+    def _thread_connection(self) -> Any:
+        """SQLite: this thread's own connection for the hot statements, detached from the pool.
+
+        Reusing one connection per thread keeps its page cache warm and skips the pool's
+        checkout (together about a tenth of a claim on SQLite); it is closed when the thread
+        or this queue goes away.
+        """
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._engine.raw_connection()
+            connection.detach()
+            self._local.connection = connection
+        return connection
 
     def _write(self) -> AbstractContextManager[Connection]:
         return self.store.writing("task queue")

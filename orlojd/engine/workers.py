@@ -323,7 +323,7 @@ class WorkerPool:
 
     def _run_one(self, worker: str, task: ClaimedTask, renewal: _Renewal) -> None:
         ids = {"task_id": task.id, "task_key": task.task_key, "worker": worker, "attempt": task.attempts}
-        log.info("running task %s (attempt %d)", task.id, task.attempts, extra={"event": "task_started", **ids})
+        log.debug("running task %s (attempt %d)", task.id, task.attempts, extra={"event": "task_started", **ids})
         result: dict[str, Any] | None = None
         error: BaseException | None = None
         with renewal.renewing(task):
