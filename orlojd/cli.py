@@ -31,6 +31,7 @@ app = typer.Typer(
 
 
 def _register_subcommands() -> None:
+    from orlojd.cli_governance import can_i
     from orlojd.cli_serve import serve, worker
     from orlojd.cli_tasks import dlq_app, task_app
 
@@ -38,6 +39,7 @@ def _register_subcommands() -> None:
     app.add_typer(dlq_app, name="dlq")
     app.command()(serve)
     app.command()(worker)
+    app.command("can-i")(can_i)
 
 
 class OutputFormat(StrEnum):
