@@ -74,8 +74,8 @@ def _describe(entry: dict[str, Any]) -> str:
 
 
 def can_i(
-    agent: Annotated[str, typer.Argument(help="Agent: name or namespace/name")],
-    tool: Annotated[str, typer.Argument(help="Tool the agent would call")],
+    agent: Annotated[str, typer.Argument(metavar="AGENT", help="Agent: name or namespace/name")],
+    tool: Annotated[str, typer.Argument(metavar="TOOL", help="Tool the agent would call")],
     read: Annotated[str | None, typer.Option("--read", help="The call reads this resource")] = None,
     write: Annotated[str | None, typer.Option("--write", help="The call writes this resource")] = None,
     rev: Annotated[str, typer.Option("--rev", help="Revision whose manifests decide")] = "HEAD",
@@ -85,8 +85,8 @@ def can_i(
     """Would the gate allow AGENT to call TOOL? Nothing runs. Exit 0 allowed, 1 denied,
     approval required, or an input error (printed as an error: line).
 
-    With neither --read nor --write, the call needs what the Tool's own ``requires``
-    lists (always added). ``because`` names the file, line and commit of each rule
+    With neither --read nor --write, the call needs what the Tool's own requires
+    lists (always added). because names the file, line and commit of each rule
     that decided, or of the entry whose absence denied.
     """
     from orlojd.core.governance import CallRequest, build_context, decide
@@ -118,8 +118,8 @@ def can_i(
     context = build_context(
         of(Agent), of(Tool), of(Policy), of(AgentPolicy), of(AgentRole), of(ToolPermission), of(ToolApproval)
     )
-    needs = tuple(pair for pair in (("read", read), ("write", write)) if pair[1] is not None)
-    decision: Decision = decide(context, CallRequest(akey, tool, needs))  # type: ignore[arg-type]
+    needs = tuple((access, resource) for access, resource in (("read", read), ("write", write)) if resource is not None)
+    decision: Decision = decide(context, CallRequest(akey, tool, needs))
     because = [_located(p, desired, snapshot) for p in decision.because]
     if output == "json":
         typer.echo(
