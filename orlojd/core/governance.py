@@ -26,8 +26,8 @@ Rules, checked in this order; the first denial wins, approvals are collected las
    ``blocked_by_policy``, approval_required -> an approval requirement.
 8. Budget: ``tokensEstimate`` above the minimum ``maxTokensPerRun`` of the agent, the
    selected Policies and global AgentPolicies -> deny ``budget_exceeded``.
-9. Approvals: a needed pair listed in the agent's or a selected Policy's
-   ``requireApproval`` (or an operation rule's approval_required) needs a ToolApproval
+9. Approvals: a needed pair listed in (or, for an entry with a glob, matched by) the
+   agent's or a selected Policy's ``requireApproval`` (or an operation rule's approval_required) needs a ToolApproval
    for (task, tool): Approved -> allow ``approval_granted``; Denied -> deny
    ``approval_denied``; Expired -> deny ``approval_expired``; Pending or none ->
    ``approval_required``.
@@ -41,8 +41,10 @@ systems are not applied per call yet (they need the task's system).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from fnmatch import fnmatchcase
 
 from orlojd.core.effective import Pair
 from orlojd.core.governance_index import (
@@ -184,11 +186,27 @@ def _decide(context: GovernanceContext, request: CallRequest) -> Decision:
                 ReasonCode.BUDGET_EXCEEDED, where, f"{request.tokens_estimate} tokens exceed the per-run limit {limit}"
             )
 
-    approvals += [agent.approvals[pair] for pair in needs if pair in agent.approvals]
+    approvals += _approval_rules(agent.approvals, needs)
     if approvals:
         return _approval(context, request, agent, approvals)
     path = f"spec.tools[{index}].permissions" if needs else f"spec.tools[{index}]"
     return Decision(Verdict.ALLOW, ReasonCode.ALLOWED, (Provenance(akey, path),), "allowed")
+
+
+def _approval_rules(rules: Mapping[Pair, Provenance], needs: Iterable[Pair]) -> list[Provenance]:
+    """The requireApproval entry each needed pair falls under: an exact entry, else the first glob
+    (``write: "*_ledger"``) that matches, as ``deny`` and ``allow`` entries match."""
+    found: list[Provenance] = []
+    for pair in needs:
+        exact = rules.get(pair)
+        if exact is not None:
+            found.append(exact)
+            continue
+        for (access, pattern), where in rules.items():
+            if access == pair[0] and fnmatchcase(pair[1], pattern):
+                found.append(where)
+                break
+    return found
 
 
 def _orloj(

@@ -56,11 +56,8 @@ AGENT = Agent.model_validate(
 )
 TOOLS = [Tool.model_validate({"kind": "Tool", "metadata": {"name": TOOL, "namespace": "default"}, "spec": {}})]
 
-# The gate matches a requireApproval entry by exact pair (core.governance_index builds ``approvals`` keyed by
-# (access, resource); core.effective likewise), while deny / allow entries are globs (fnmatchcase). Every
-# template's requireApproval entry is a glob ("*_ledger", "*", "prod_*"), so none of them makes any call wait:
-# a write to general_ledger is allowed without approval. The policies say what they mean; the gate is short.
-GATE_GAP = "gate: policy requireApproval globs are matched as exact pairs, so the template's approval never fires"
+# requireApproval entries are globs ("*_ledger", "*", "prod_*"), matched like deny / allow entries.
+
 
 ALLOW, DENY, WAIT = Verdict.ALLOW, Verdict.DENY, Verdict.APPROVAL_REQUIRED
 R = ReasonCode
@@ -75,7 +72,6 @@ class Case:
     because: str  # a substring of one of the decision's ``because`` entries
     tokens: int | None = None
     approval: str | None = None  # the phase of a ToolApproval for (TASK, TOOL), if any
-    gap: bool = False  # the README's claim, which the gate does not enforce yet (GATE_GAP): strict xfail
 
     def __str__(self) -> str:
         extra = f" tokens={self.tokens}" if self.tokens is not None else ""
@@ -102,8 +98,8 @@ CASES: dict[str, list[Case]] = {
         Case("delete", "general_ledger", DENY, R.BLOCKED_BY_POLICY, FS + "spec.deny[3]"),
         Case("admin", "payments_ledger", DENY, R.BLOCKED_BY_POLICY, FS + "spec.deny[4]"),
         # Needs approval: every ledger write (segregation of duties); approved, denied, expired.
-        Case("write", "general_ledger", WAIT, R.APPROVAL_REQUIRED, FS + "spec.requireApproval[0]", gap=True),
-        Case("write", "payments_ledger", WAIT, R.APPROVAL_REQUIRED, FS + "spec.requireApproval[0]", gap=True),
+        Case("write", "general_ledger", WAIT, R.APPROVAL_REQUIRED, FS + "spec.requireApproval[0]"),
+        Case("write", "payments_ledger", WAIT, R.APPROVAL_REQUIRED, FS + "spec.requireApproval[0]"),
         Case(
             "write",
             "general_ledger",
@@ -111,7 +107,6 @@ CASES: dict[str, list[Case]] = {
             R.APPROVAL_REQUIRED,
             FS + "spec.requireApproval[0]",
             approval="Pending",
-            gap=True,
         ),
         Case(
             "write",
@@ -120,7 +115,6 @@ CASES: dict[str, list[Case]] = {
             R.APPROVAL_GRANTED,
             FS + "spec.requireApproval[0]",
             approval="Approved",
-            gap=True,
         ),
         Case(
             "write",
@@ -129,7 +123,6 @@ CASES: dict[str, list[Case]] = {
             R.APPROVAL_DENIED,
             FS + "spec.requireApproval[0]",
             approval="Denied",
-            gap=True,
         ),
         Case(
             "write",
@@ -138,7 +131,6 @@ CASES: dict[str, list[Case]] = {
             R.APPROVAL_EXPIRED,
             FS + "spec.requireApproval[0]",
             approval="Expired",
-            gap=True,
         ),
         # Limits: 50,000 tokens per run.
         Case("read", "internal_reports", ALLOW, R.ALLOWED, GRANT, tokens=50_000),
@@ -166,10 +158,10 @@ CASES: dict[str, list[Case]] = {
     ],
     "eu-ai-act-high-risk": [
         # Needs approval (human oversight): every write, delete, admin on any resource.
-        Case("write", "internal_reports", WAIT, R.APPROVAL_REQUIRED, EU + "spec.requireApproval[0]", gap=True),
-        Case("write", "general_ledger", WAIT, R.APPROVAL_REQUIRED, EU + "spec.requireApproval[0]", gap=True),
-        Case("delete", "staging_db", WAIT, R.APPROVAL_REQUIRED, EU + "spec.requireApproval[1]", gap=True),
-        Case("admin", "prod_config", WAIT, R.APPROVAL_REQUIRED, EU + "spec.requireApproval[2]", gap=True),
+        Case("write", "internal_reports", WAIT, R.APPROVAL_REQUIRED, EU + "spec.requireApproval[0]"),
+        Case("write", "general_ledger", WAIT, R.APPROVAL_REQUIRED, EU + "spec.requireApproval[0]"),
+        Case("delete", "staging_db", WAIT, R.APPROVAL_REQUIRED, EU + "spec.requireApproval[1]"),
+        Case("admin", "prod_config", WAIT, R.APPROVAL_REQUIRED, EU + "spec.requireApproval[2]"),
         Case(
             "write",
             "internal_reports",
@@ -177,11 +169,8 @@ CASES: dict[str, list[Case]] = {
             R.APPROVAL_GRANTED,
             EU + "spec.requireApproval[0]",
             approval="Approved",
-            gap=True,
         ),
-        Case(
-            "delete", "staging_db", DENY, R.APPROVAL_DENIED, EU + "spec.requireApproval[1]", approval="Denied", gap=True
-        ),
+        Case("delete", "staging_db", DENY, R.APPROVAL_DENIED, EU + "spec.requireApproval[1]", approval="Denied"),
         Case(
             "admin",
             "prod_config",
@@ -189,7 +178,6 @@ CASES: dict[str, list[Case]] = {
             R.APPROVAL_EXPIRED,
             EU + "spec.requireApproval[2]",
             approval="Expired",
-            gap=True,
         ),
         # Allows: reads without approval; forbids nothing outright.
         Case("read", "internal_reports", ALLOW, R.ALLOWED, GRANT),
@@ -201,7 +189,7 @@ CASES: dict[str, list[Case]] = {
         Case("delete", "prod_orders_db", DENY, R.BLOCKED_BY_POLICY, SOC + "spec.deny[0]"),
         Case("admin", "prod_config", DENY, R.BLOCKED_BY_POLICY, SOC + "spec.deny[1]"),
         # Needs approval: production writes (change management).
-        Case("write", "prod_orders_db", WAIT, R.APPROVAL_REQUIRED, SOC + "spec.requireApproval[0]", gap=True),
+        Case("write", "prod_orders_db", WAIT, R.APPROVAL_REQUIRED, SOC + "spec.requireApproval[0]"),
         Case(
             "write",
             "prod_config",
@@ -209,7 +197,6 @@ CASES: dict[str, list[Case]] = {
             R.APPROVAL_GRANTED,
             SOC + "spec.requireApproval[0]",
             approval="Approved",
-            gap=True,
         ),
         Case(
             "write",
@@ -218,7 +205,6 @@ CASES: dict[str, list[Case]] = {
             R.APPROVAL_EXPIRED,
             SOC + "spec.requireApproval[0]",
             approval="Expired",
-            gap=True,
         ),
         # Limits: 100,000 tokens per run.
         Case("read", "staging_db", ALLOW, R.ALLOWED, GRANT, tokens=100_000),
@@ -270,8 +256,7 @@ def holds(policy: Policy, case: Case) -> bool:
 
 
 def case_params() -> list[Any]:
-    marks = pytest.mark.xfail(strict=True, reason=GATE_GAP)
-    return [pytest.param(n, c, id=f"{n}-{c}", marks=marks if c.gap else ()) for n in TEMPLATES for c in CASES[n]]
+    return [pytest.param(n, c, id=f"{n}-{c}") for n in TEMPLATES for c in CASES[n]]
 
 
 @pytest.mark.parametrize(("name", "case"), case_params())
@@ -310,9 +295,7 @@ def mutation_params() -> list[Any]:
     params = []
     for name in TEMPLATES:
         for removed, weaker in mutations(name):
-            gap = removed.startswith("spec.requireApproval")
-            marks = pytest.mark.xfail(strict=True, reason=GATE_GAP) if gap else ()
-            params.append(pytest.param(name, removed, weaker, id=f"{name}-without-{removed}", marks=marks))
+            params.append(pytest.param(name, removed, weaker, id=f"{name}-without-{removed}"))
     return params
 
 
