@@ -250,25 +250,15 @@ class TaskQueue:
         late = (
             sa.update(t)
             .where(t.c.state.in_([TaskState.PENDING.value, TaskState.RUNNING.value]), t.c.deadline_at <= now)
-            .values(
-                state=TaskState.DEAD_LETTER.value,
-                last_error="the task's deadline passed before it finished",
-                lease_owner=None,
-                lease_until=None,
-                finished_at=now,
-                updated_at=now,
-            )
+            .values(**_ended(TaskState.DEAD_LETTER, now, "the task's deadline passed before it finished"))
         )
         statement = (
             sa.update(t)
             .where(t.c.state == TaskState.RUNNING.value, t.c.lease_until < now, t.c.attempts >= t.c.max_attempts)
             .values(
-                state=TaskState.DEAD_LETTER.value,
-                last_error="lease expired on the last attempt (the worker stopped or was too slow)",
-                lease_owner=None,
-                lease_until=None,
-                finished_at=now,
-                updated_at=now,
+                **_ended(
+                    TaskState.DEAD_LETTER, now, "lease expired on the last attempt (the worker stopped or was too slow)"
+                )
             )
         )
         with self._write() as connection:
@@ -316,9 +306,7 @@ class TaskQueue:
         statement = (
             sa.update(t)
             .where(t.c.id == task_id, t.c.state.in_([s.value for s in ACTIVE]))
-            .values(
-                state=TaskState.CANCELLED.value, lease_owner=None, lease_until=None, finished_at=now, updated_at=now
-            )
+            .values(**_ended(TaskState.CANCELLED, now))
         )
         with self._write() as connection:
             return connection.execute(statement).rowcount == 1
@@ -330,14 +318,7 @@ class TaskQueue:
         statement = (
             sa.update(t)
             .where(t.c.task_key == task_key, t.c.state.in_([s.value for s in ACTIVE]))
-            .values(
-                state=TaskState.CANCELLED.value,
-                last_error=reason,
-                lease_owner=None,
-                lease_until=None,
-                finished_at=now,
-                updated_at=now,
-            )
+            .values(**_ended(TaskState.CANCELLED, now, reason))
         )
         with self._write() as connection:
             return connection.execute(statement).rowcount
@@ -483,6 +464,20 @@ class TaskQueue:
 
     def _read(self) -> AbstractContextManager[Connection]:
         return self.store.reading("task queue")
+
+
+def _ended(state: TaskState, now: datetime, error: str | None = None) -> dict[str, Any]:
+    """The column values of a run that ends in ``state`` at ``now`` (lease released), with its error if any."""
+    values: dict[str, Any] = {
+        "state": state.value,
+        "lease_owner": None,
+        "lease_until": None,
+        "finished_at": now,
+        "updated_at": now,
+    }
+    if error is not None:
+        values["last_error"] = error
+    return values
 
 
 def _utc(moment: datetime) -> datetime:
