@@ -243,12 +243,9 @@ def sqlite_time(moment: datetime) -> str:
     return moment.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
-def sqlite_template(root: Path, n: int) -> tuple[Path, float, dict[str, Any]]:
-    """A migrated SQLite store holding n queued runs, checkpointed into one file; the hot SQL with it."""
-    path = root / "template.db"
-    store = Store.open(f"sqlite:///{path}")
-    queue = TaskQueue(store)
-    seconds = enqueue(queue, n)
+def hot_spec(queue: TaskQueue) -> tuple[dict[str, Any], datetime, dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """orlojd's compiled claim and complete, sample values to check the floor's binding against, and
+    the floor's spec (SQL text, positional order, defaults) taken from them."""
     hot = {name: queue._hot[name] for name in ("claim", "complete")}
     sample = datetime.now(UTC)
     claim_values = {"now": sample, "until": sample + LEASE, "worker": "w/0", "labels": "{}"}
@@ -261,6 +258,16 @@ def sqlite_template(root: Path, n: int) -> tuple[Path, float, dict[str, Any]]:
         "complete_order": hot["complete"].order,
         "complete_defaults": hot["complete"].defaults,
     }
+    return hot, sample, claim_values, complete_values, spec
+
+
+def sqlite_template(root: Path, n: int) -> tuple[Path, float, dict[str, Any]]:
+    """A migrated SQLite store holding n queued runs, checkpointed into one file; the hot SQL with it."""
+    path = root / "template.db"
+    store = Store.open(f"sqlite:///{path}")
+    queue = TaskQueue(store)
+    seconds = enqueue(queue, n)
+    hot, sample, claim_values, complete_values, spec = hot_spec(queue)
     floor_claim = sqlite_params(spec["claim_order"], spec["claim_defaults"])
     floor_complete = sqlite_params(spec["complete_order"], spec["complete_defaults"])
     # The floor binds exactly what orlojd binds.
@@ -395,16 +402,7 @@ def pg_template(databases: PgDatabases, n: int) -> tuple[str, float, dict[str, A
     store = Store.open(pg_url(name))
     queue = TaskQueue(store)
     seconds = enqueue(queue, n, threads=8)  # commits wait on fsync: let them share it
-    hot = {key: queue._hot[key] for key in ("claim", "complete")}
-    sample = datetime.now(UTC)
-    claim_values = {"now": sample, "until": sample + LEASE, "worker": "w/0", "labels": "{}"}
-    complete_values = {"id": "x", "worker": "w/0", "token": 1, "now": sample, "result": NOOP_RESULT}
-    spec: dict[str, Any] = {
-        "claim_sql": hot["claim"].sql,
-        "claim_defaults": hot["claim"].defaults,
-        "complete_sql": hot["complete"].sql,
-        "complete_defaults": hot["complete"].defaults,
-    }
+    hot, _, claim_values, complete_values, spec = hot_spec(queue)
     # The floor binds exactly what orlojd binds (psycopg adapts the datetimes itself).
     assert hot["claim"].parameters(claim_values) == spec["claim_defaults"] | claim_values
     assert hot["complete"].parameters(complete_values) == spec["complete_defaults"] | complete_values
