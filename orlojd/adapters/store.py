@@ -29,7 +29,7 @@ from orlojd.core.conditions import Condition
 from orlojd.core.keys import ResourceKey
 from orlojd.errors import OrlojError
 
-SCHEMA_HEAD = "0004"
+SCHEMA_HEAD = "0005"
 MIGRATION_LOCK_KEY = 0x6F726C6F6A64  # "orlojd": one advisory lock key for schema upgrades
 HISTORY_KEPT = 10
 

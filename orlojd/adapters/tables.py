@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime
+from sqlalchemy import BigInteger, Boolean, DateTime, Integer
 from sqlmodel import Field, SQLModel
 
 
@@ -135,3 +135,73 @@ class TaskRequestRow(SQLModel, table=True):
     request_id: str = Field(primary_key=True, max_length=100)
     action: str = Field(max_length=20)
     at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
+class GovernanceEventRow(SQLModel, table=True):
+    """One audit event: a gate decision, an approval step or a budget event (``adapters/audit.py``)."""
+
+    __tablename__ = "governance_events"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigInteger().with_variant(Integer, "sqlite"))
+    at: datetime = Field(sa_type=DateTime(timezone=True))
+    event: str = Field(max_length=40)
+    task_id: str | None = Field(default=None, max_length=32)
+    agent: str | None = Field(default=None, max_length=600)
+    tool: str | None = Field(default=None, max_length=253)
+    verdict: str | None = Field(default=None, max_length=20)
+    reason: str | None = Field(default=None, max_length=40)
+    revision: str | None = Field(default=None, max_length=64)
+    detail: str = "{}"
+
+
+class ApprovalRow(SQLModel, table=True):
+    """A call waiting for people to approve it (``adapters/approvals.py``)."""
+
+    __tablename__ = "approvals"
+
+    id: str = Field(primary_key=True, max_length=32)
+    task_id: str = Field(max_length=32)
+    agent: str = Field(max_length=600)
+    tool: str = Field(max_length=253)
+    digest: str = Field(max_length=80)
+    preview: str
+    needs: str
+    because: str
+    state: str = Field(max_length=16)
+    requested_by: str = Field(max_length=200)
+    approvers: str
+    required: int
+    signed: bool = Field(sa_type=Boolean)
+    on_deny: str = Field(max_length=20)
+    requested_at: datetime = Field(sa_type=DateTime(timezone=True))
+    expires_at: datetime = Field(sa_type=DateTime(timezone=True))
+    decided_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    decision_reason: str | None = None
+
+
+class ApprovalVoteRow(SQLModel, table=True):
+    """One person's approval or denial of one approval request."""
+
+    __tablename__ = "approval_votes"
+
+    approval_id: str = Field(primary_key=True, max_length=32)
+    approver: str = Field(primary_key=True, max_length=200)
+    verdict: str = Field(max_length=10)
+    reason: str | None = None
+    signature: str | None = None
+    at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
+class BudgetChargeRow(SQLModel, table=True):
+    """One model call's tokens and cost: reserved on the estimate, settled with the reported usage."""
+
+    __tablename__ = "budget_charges"
+
+    call_id: str = Field(primary_key=True, max_length=200)
+    agent: str = Field(max_length=600)
+    task_id: str | None = Field(default=None, max_length=32)
+    at: datetime = Field(sa_type=DateTime(timezone=True))
+    estimate: int = Field(sa_type=BigInteger)
+    tokens: int = Field(sa_type=BigInteger)
+    cost: float = 0.0
+    settled: bool = Field(default=False, sa_type=Boolean)
