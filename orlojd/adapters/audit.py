@@ -139,7 +139,7 @@ class AuditLog:
         return [_event(row) for row in rows]
 
 
-def _event(row: Mapping[str, Any]) -> AuditEvent:
+def _event(row: Any) -> AuditEvent:
     at = stored_time(row["at"] if isinstance(row["at"], datetime) else datetime.fromisoformat(str(row["at"])))
     assert at is not None
     return AuditEvent(
