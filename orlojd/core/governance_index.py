@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from fnmatch import fnmatchcase
 
+from orlojd.core.budgets import BudgetLimits, limits_of
 from orlojd.core.digest import normalised
 from orlojd.core.effective import Effective, Pair, effective, policy_selects
 from orlojd.core.keys import ResourceKey
@@ -67,6 +68,7 @@ class AgentIndex:
     approvals: Mapping[Pair, Provenance]
     model_rules: tuple[tuple[frozenset[str], Provenance], ...]
     token_limit: tuple[int, Provenance] | None
+    budgets: BudgetLimits
     orloj: Mapping[str, OrlojToolRule]
 
 
@@ -194,19 +196,13 @@ def _agent_index(
         for p in gating
         if p.spec.allowed_models
     )
-    token_limit: tuple[int, Provenance] | None = None
-    candidates: list[tuple[int | None, Provenance]] = [
-        (spec.governance.max_tokens_per_run, Provenance(akey, "spec.governance.maxTokensPerRun"))
-    ]
-    candidates += [
-        (p.spec.budgets.max_tokens_per_run, Provenance(_key(p), "spec.budgets.maxTokensPerRun")) for p in chosen
-    ]
-    candidates += [
-        (p.spec.max_tokens_per_run or None, Provenance(_key(p), "spec.maxTokensPerRun")) for p in global_orloj
-    ]
-    for limit, where in candidates:
-        if limit is not None and (token_limit is None or limit < token_limit[0]):
-            token_limit = (limit, where)
+    budgets = limits_of(
+        (spec.governance, Provenance(akey, "spec.governance")),
+        [(p.spec.budgets, Provenance(_key(p), "spec.budgets")) for p in chosen],
+        [(p.spec.max_tokens_per_run, Provenance(_key(p), "spec.maxTokensPerRun")) for p in global_orloj],
+    )
+    per_run = budgets.per_run_tokens
+    token_limit = (int(per_run.value), per_run.where) if per_run is not None else None
 
     by_tool: dict[str, list[ToolPermission]] = {}
     for tp in tool_permissions:
@@ -229,6 +225,7 @@ def _agent_index(
         approvals=approvals,
         model_rules=model_rules,
         token_limit=token_limit,
+        budgets=budgets,
         orloj=orloj,
     )
 
