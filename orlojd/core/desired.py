@@ -7,7 +7,7 @@ places) and, unless ``resolve`` is off, dangling references. Pure: no git, no di
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +15,7 @@ from orlojd.core.diagnostics import Diagnostic, Problem, Severity, format_path
 from orlojd.core.digest import digest_of, normalised
 from orlojd.core.documents import RawDocument, SourceFile, parse_file, too_large
 from orlojd.core.keys import ResourceKey
+from orlojd.core.manifests.agents import Agent
 from orlojd.core.manifests.base import ResourceKind
 from orlojd.core.manifests.registry import validate_object
 from orlojd.core.references import Reference, check_references, key_of, references
@@ -143,8 +144,23 @@ def assemble(results: Iterable[FileResult], *, resolve: bool = True) -> Desired:
         for loaded in suspects.values():
             models = {r.target: objects[r.target].obj for r in loaded.refs if r.target in objects}
             desired.diagnostics.extend(loaded.locate(p) for p in check_references(loaded.obj, loaded.refs, models))
+        for loaded in objects.values():
+            if isinstance(loaded.obj, Agent):
+                desired.diagnostics.extend(loaded.locate(p) for p in ungranted_approvals(loaded.obj))
     desired.diagnostics.sort(key=lambda d: (d.file, d.line, d.column, d.severity != Severity.ERROR))
     return desired
+
+
+def ungranted_approvals(agent: Agent) -> Iterator[Problem]:
+    """An approval requirement no granted tool can trigger is an error: it would never fire."""
+    for i in agent.ungranted_approvals():
+        entry = agent.spec.governance.require_approval[i]
+        yield Problem(
+            f"requireApproval '{entry.access.value}: {entry.resource}' matches no permission granted under "
+            f"'tools', so it would never ask for approval; grant it to the tool that makes the call, "
+            f"or fix the resource name",
+            ("spec", "governance", "requireApproval", i),
+        )
 
 
 def build_desired(files: Iterable[tuple[str, bytes | None]], *, resolve: bool = True) -> Desired:

@@ -884,3 +884,25 @@ def test_manifest_helper_dict_validates() -> None:
     # the plain-dict path (no YAML) used by other checks
     result = validate_object(manifest("Tool", {"type": "http", "requires": [{"read": "docs"}]}))
     assert isinstance(result.obj, Tool) and result.problems == ()
+
+
+def test_an_approval_requirement_no_granted_tool_can_trigger_is_an_error_at_its_line() -> None:
+    text = """\
+apiVersion: orloj.dev/v1
+kind: Agent
+metadata: {name: clerk}
+spec:
+  model: gpt-4
+  tools:
+    - name: flag-issues
+      permissions: [{write: issue_tracker}]
+  governance:
+    requireApproval:
+      - write: issue_tracker
+      - write: issue_traker
+      - write: "issue_*"
+"""
+    desired = build_desired([("agents/clerk.yaml", text.encode())])
+    errors = [d for d in desired.diagnostics if d.severity is Severity.ERROR and "requireApproval" in d.message]
+    assert [(e.file, e.line) for e in errors] == [("agents/clerk.yaml", 12)]
+    assert "issue_traker" in errors[0].message and "never ask for approval" in errors[0].message

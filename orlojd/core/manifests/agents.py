@@ -8,6 +8,7 @@ Canonical form is the announcement's (``tools: [{name, permissions: [- read: x]}
 from __future__ import annotations
 
 from enum import StrEnum
+from fnmatch import fnmatchcase
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
@@ -160,3 +161,13 @@ class AgentSpec(Spec):
 class Agent(ResourceKind):
     kind: Literal["Agent"] = "Agent"
     spec: AgentSpec
+
+    def ungranted_approvals(self) -> list[int]:
+        """Indexes of ``governance.requireApproval`` entries that no granted tool permission matches:
+        a typo there would make the approval never fire, so the plan refuses them."""
+        granted = [(p.access, p.resource) for grant in self.spec.tools for p in grant.permissions]
+        return [
+            i
+            for i, wanted in enumerate(self.spec.governance.require_approval)
+            if not any(a == wanted.access and fnmatchcase(r, wanted.resource) for a, r in granted)
+        ]
