@@ -89,12 +89,9 @@ def can_i(
     lists (always added). because names the file, line and commit of each rule
     that decided, or of the entry whose absence denied.
     """
-    from orlojd.core.governance import CallRequest, build_context, decide
+    from orlojd.core.governance import CallRequest, context_of, decide
     from orlojd.core.keys import ResourceKey
-    from orlojd.core.manifests.agents import Agent
     from orlojd.core.manifests.base import split_ref
-    from orlojd.core.manifests.policies import AgentPolicy, AgentRole, Policy, ToolApproval, ToolPermission
-    from orlojd.core.manifests.tools import Tool
     from orlojd.sources import load_revision
 
     if output not in ("text", "json"):
@@ -110,14 +107,7 @@ def can_i(
     akey = ResourceKey("Agent", *split_ref(agent, "default"))
     if akey not in desired.objects:
         fail(f"no agent {akey.short} at {rev} ({(snapshot.commit or '')[:12]})", "orlojd validate lists the objects")
-    objects = [lo.obj for lo in desired.objects.values()]
-
-    def of(kind: type) -> list[Any]:
-        return [o for o in objects if isinstance(o, kind)]
-
-    context = build_context(
-        of(Agent), of(Tool), of(Policy), of(AgentPolicy), of(AgentRole), of(ToolPermission), of(ToolApproval)
-    )
+    context = context_of(lo.obj for lo in desired.objects.values())
     needs = tuple((access, resource) for access, resource in (("read", read), ("write", write)) if resource is not None)
     decision: Decision = decide(context, CallRequest(akey, tool, needs))
     because = [_located(p, desired, snapshot) for p in decision.because]

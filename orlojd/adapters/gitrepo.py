@@ -75,6 +75,12 @@ def resolve_commit(repo: Path, rev: str) -> str:
         ) from None
 
 
+def commit_author(repo: Path, commit: str) -> str:
+    """The author email of ``commit`` (who asked for what it applies), or its author name when no email."""
+    email, _, name = run_git(repo, "log", "-1", "--format=%ae%x00%an", commit, "--").decode().strip().partition("\0")
+    return email or name
+
+
 def list_tree(repo: Path, commit: str, prefix: str = "", paths: Sequence[str] = ()) -> list[TreeEntry]:
     """Blobs under ``prefix`` at ``commit`` (only ``paths`` when given), paths relative to ``prefix``."""
     args = ["ls-tree", "-r", "-z", "-l", "--full-tree", commit]

@@ -21,8 +21,9 @@ lease that expired but was not taken over is still its owner's.
 
 Time is passed in (``now``, timezone-aware); nothing here reads the clock. SQLAlchemy and
 driver errors are re-raised as ``StoreError``. Pause and resume carry request ids
-(table ``task_requests``), so a retried request is a no-op. No operation here writes ``failed`` or
-``waiting_approval`` yet: a given-up run is dead-lettered, so ``orlojd dlq retry`` can revive it.
+(table ``task_requests``), so a retried request is a no-op. A given-up run is dead-lettered, so
+``orlojd dlq retry`` can revive it; ``waiting_approval`` and ``failed`` (a denied approval) are
+written by ``adapters/approvals.py`` in the transaction that records the approval.
 """
 
 from __future__ import annotations
@@ -239,17 +240,45 @@ class TaskQueue:
             return self._driver_run("fail_final", values)[1] == 1
         return self._driver_run("fail_retry", {**values, "retry_at": _utc(retry_at)})[1] == 1
 
+    def defer_run(
+        self, task_id: str, worker_id: str, fencing_token: int, now: datetime, until: datetime, reason: str
+    ) -> bool:
+        """Give the claim back until ``until`` without counting its attempt (a call waiting for its
+        token budget); False (nothing written) for a stale claim."""
+        t = TASKS
+        statement = (
+            sa.update(t)
+            .where(
+                t.c.id == task_id,
+                t.c.lease_owner == worker_id,
+                t.c.fencing_token == fencing_token,
+                t.c.state == TaskState.RUNNING.value,
+            )
+            .values(
+                state=TaskState.PENDING.value,
+                lease_owner=None,
+                lease_until=None,
+                attempts=t.c.attempts - 1,
+                available_at=_utc(until),
+                last_error=reason,
+                updated_at=_utc(now),
+            )
+        )
+        with self._write() as connection:
+            return connection.execute(statement).rowcount == 1
+
     def reap_expired_run(self, now: datetime) -> int:
         """Dead-letter tasks that can no longer run; how many.
 
-        Running tasks whose lease expired on their last attempt, and pending or running tasks
-        whose whole-task deadline passed (a running one's worker learns it on its next renew).
+        Running tasks whose lease expired on their last attempt, and pending, running or
+        waiting_approval tasks whose whole-task deadline passed (a running one's worker learns it
+        on its next renew).
         """
         t = TASKS
         now = _utc(now)
         late = (
             sa.update(t)
-            .where(t.c.state.in_([TaskState.PENDING.value, TaskState.RUNNING.value]), t.c.deadline_at <= now)
+            .where(t.c.state.in_([s.value for s in ACTIVE]), t.c.deadline_at <= now)
             .values(**_ended(TaskState.DEAD_LETTER, now, "the task's deadline passed before it finished"))
         )
         statement = (

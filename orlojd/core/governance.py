@@ -45,6 +45,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from fnmatch import fnmatchcase
+from typing import Any
 
 from orlojd.core.effective import Pair
 from orlojd.core.governance_index import (
@@ -57,7 +58,7 @@ from orlojd.core.governance_index import (
     build_context,
 )
 from orlojd.core.keys import ResourceKey
-from orlojd.core.manifests.base import split_ref
+from orlojd.core.manifests.base import ResourceKind, split_ref
 
 __all__ = [
     "CallRequest",
@@ -67,8 +68,12 @@ __all__ = [
     "ReasonCode",
     "Verdict",
     "build_context",
+    "context_of",
     "decide",
 ]
+
+GOVERNANCE_KINDS = ("Agent", "Tool", "Policy", "AgentPolicy", "AgentRole", "ToolPermission", "ToolApproval")
+"""The kinds a decision reads."""
 
 
 class ReasonCode(StrEnum):
@@ -111,6 +116,26 @@ class Decision:
     @property
     def allowed(self) -> bool:
         return self.verdict is Verdict.ALLOW
+
+
+def context_of(
+    objects: Iterable[ResourceKind], approval_phases: Mapping[ResourceKey, str] | None = None
+) -> GovernanceContext:
+    """Index the governance kinds among ``objects`` (any mix of manifests)."""
+    by_kind: dict[str, list[Any]] = {kind: [] for kind in GOVERNANCE_KINDS}
+    for obj in objects:
+        if obj.kind in by_kind:
+            by_kind[obj.kind].append(obj)
+    return build_context(
+        by_kind["Agent"],
+        by_kind["Tool"],
+        by_kind["Policy"],
+        by_kind["AgentPolicy"],
+        by_kind["AgentRole"],
+        by_kind["ToolPermission"],
+        by_kind["ToolApproval"],
+        approval_phases,
+    )
 
 
 def _deny(reason: ReasonCode, because: Provenance, message: str) -> Decision:

@@ -23,7 +23,7 @@ from orlojd.core.plan import Action
 from orlojd.core.runs import agent_key, run_parameters
 from orlojd.engine.planning import PlannedRevision, Planner
 from orlojd.engine.workspace import Workspace, fingerprint
-from orlojd.errors import OrlojError
+from orlojd.errors import GitError, OrlojError
 from orlojd.render import FORMAT_VERSION
 from orlojd.sources import load_revision
 
@@ -103,14 +103,27 @@ def apply_revision(
         after.pop(key, None)
     # Queue first: if recording the apply then fails, the retry re-plans the same changes and the
     # queue's (task, digest) uniqueness makes the second enqueue a no-op. Nothing is lost either way.
-    enqueue_tasks(store, planned, upserts, now)
+    author = _author(ws, report.head) if any(u.key.kind == "Task" for u in upserts) else None
+    enqueue_tasks(store, planned, upserts, now, author)
     store.apply_run(report.head, upserts, deletes, conditions, summary, started, now, fingerprint(after, report.head))
     cancel_deleted_tasks(store, deletes, report.head, now)  # after: a failed apply cancels nothing
     return ApplyResult(planned, True)
 
 
-def enqueue_tasks(store: Store, planned: PlannedRevision, upserts: list[Upsert], now: datetime) -> list[str]:
+def _author(ws: Workspace, commit: str) -> str | None:
+    try:
+        return gitrepo.commit_author(ws.repo, commit) or None
+    except GitError:
+        return None
+
+
+def enqueue_tasks(
+    store: Store, planned: PlannedRevision, upserts: list[Upsert], now: datetime, requested_by: str | None = None
+) -> list[str]:
     """Queue a run of every applied Task with ``mode: run``: once per manifest digest, ever.
+
+    ``requested_by`` (the author of the commit applied) travels in the payload: the person who
+    may not approve this run's calls.
 
     The queue's (task, digest) uniqueness makes this run-once across applies and restarts:
     re-applying the same Task queues nothing; changing it queues one new run.
@@ -127,7 +140,11 @@ def enqueue_tasks(store: Store, planned: PlannedRevision, upserts: list[Upsert],
         agent = agent_key(item.key, spec)
         agent_object = None if agent is None else planned.desired.objects.get(agent)
         parameters = run_parameters(
-            item.key, item.body, None if agent_object is None else agent_object.body, planned.report.head
+            item.key,
+            item.body,
+            None if agent_object is None else agent_object.body,
+            planned.report.head,
+            extra=None if requested_by is None else {"requested_by": requested_by},
         )
         task_id = queue.enqueue_run(str(item.key), item.digest, now=now, **parameters.enqueue_options(now))
         if task_id is not None:
