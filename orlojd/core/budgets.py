@@ -11,7 +11,8 @@ Rules:
   ``spec.budgets`` (per-run tokens also over global AgentPolicies' ``maxTokensPerRun`` > 0),
   with the provenance of the minimum; on a tie the first source wins (agent, policies in
   order, AgentPolicies). Adding a Policy never raises a limit.
-* ``soft_threshold`` is the minimum over the selected Policies (0.8 when none).
+* ``soft_threshold`` is the minimum over the selected Policies (0.8 when none; a Policy's
+  ``softThreshold`` replaces that default, also with a higher value).
 * ``on_exceeded`` is ``wait`` only when some selected Policy says ``onExceeded: wait`` and no
   selected Policy that sets a limit says ``fail`` (``fail`` is the Policy default, so a Policy
   with limits and no ``onExceeded`` makes it fail). Otherwise ``fail``: the strictest reading.

@@ -93,10 +93,10 @@ def test_settle_replaces_the_estimate_with_the_reported_usage_and_cost(ledger: B
     verdict = ledger.reserve_run("c1", "a", "t1", "priced-model", 1000, lim, T0)
     assert verdict.ok
     before = ledger.usage_one("a", "t1", T0)
-    assert (before.run_tokens, before.run_cost) == (1000, pytest.approx(1.0))
+    assert before.run_tokens == 1000 and before.run_cost == pytest.approx(1.0)
     assert ledger.settle_run("c1", 300, 100, "priced-model", T0 + timedelta(seconds=5))
     after = ledger.usage_one("a", "t1", T0 + timedelta(seconds=5))
-    assert (after.run_tokens, after.run_cost) == (400, pytest.approx(0.5))
+    assert after.run_tokens == 400 and after.run_cost == pytest.approx(0.5)
 
 
 def test_settling_an_unknown_call_changes_nothing(ledger: BudgetLedger) -> None:
@@ -205,3 +205,22 @@ def test_lock_keys_are_stable_signed_64_bit() -> None:
     key = budget_lock_key("default/agent")
     assert key == budget_lock_key("default/agent") != budget_lock_key("default/other")
     assert -(2**63) <= key < 2**63
+
+
+def test_litellm_prices_known_models_and_not_offline_ones() -> None:
+    from orlojd.adapters.pricing import cost_of, estimate_cost, has_price
+
+    cost = cost_of("gpt-4o-mini", 1000, 500)
+    assert cost is not None and cost > 0
+    assert estimate_cost("gpt-4o-mini", 1000) == cost_of("gpt-4o-mini", 1000, 0)
+    assert cost_of("openai/gpt-4o-mini", 1000, 500) == cost
+    assert cost_of("scripted/echo", 1000, 500) is None and estimate_cost("scripted/echo", 10) is None
+    assert not has_price("")
+
+
+def test_the_default_ledger_prices_with_litellm(store: Store) -> None:
+    ledger = BudgetLedger(store)
+    assert ledger.reserve_run("c1", "a", "t1", "gpt-4o-mini", 1000, limits(per_run_cost=1.0), T0).ok
+    assert ledger.usage_one("a", "t1", T0).run_cost > 0
+    refused = ledger.reserve_run("c2", "a", "t1", "scripted/echo", 10, limits(per_run_cost=1.0), T0)
+    assert not refused.ok and "no price for model scripted/echo" in refused.message
