@@ -22,7 +22,8 @@ Rules, checked in this order; the first denial wins, approvals are collected las
 7. Orloj's authorizer (AgentRole / ToolPermission, reference 2.2): ``allowedTools`` skips
    it; a missing role -> ``role_not_found``; required permissions (all/any) not held
    -> ``permission_not_held``; operation rules per access class of the call (the needed
-   pairs' accesses and the Tool's ``operationClasses``), strictest wins: deny ->
+   pairs' accesses and the Tool's ``operationClasses``, by default ``read`` for a low or
+   medium risk Tool and ``write`` for a high or critical one), strictest wins: deny ->
    ``blocked_by_policy``, approval_required -> an approval requirement.
 8. Budget: ``tokensEstimate`` above the minimum ``maxTokensPerRun`` of the agent, the
    selected Policies and global AgentPolicies -> deny ``budget_exceeded``.
@@ -59,6 +60,7 @@ from orlojd.core.governance_index import (
 )
 from orlojd.core.keys import ResourceKey
 from orlojd.core.manifests.base import ResourceKind, split_ref
+from orlojd.core.manifests.tools import RiskLevel, Tool
 
 __all__ = [
     "CallRequest",
@@ -200,7 +202,7 @@ def _decide(context: GovernanceContext, request: CallRequest) -> Decision:
             return _deny(ReasonCode.BLOCKED_BY_POLICY, where, f"{pair[0]}: {pair[1]} is removed by {where}")
 
     approvals: list[Provenance] = []
-    orloj_decision = _orloj(agent.orloj[tool], needs, [c.value for c in tool_obj.spec.operation_classes], approvals)
+    orloj_decision = _orloj(agent.orloj[tool], needs, operation_classes(tool_obj), approvals)
     if orloj_decision is not None:
         return orloj_decision
 
@@ -216,6 +218,14 @@ def _decide(context: GovernanceContext, request: CallRequest) -> Decision:
         return _approval(context, request, agent, approvals)
     path = f"spec.tools[{index}].permissions" if needs else f"spec.tools[{index}]"
     return Decision(Verdict.ALLOW, ReasonCode.ALLOWED, (Provenance(akey, path),), "allowed")
+
+
+def operation_classes(tool: Tool) -> list[str]:
+    """The Tool's ``operationClasses``; when none are declared, Orloj's default by risk level:
+    ``read`` for low and medium, ``write`` for high and critical (reference 2.2)."""
+    if tool.spec.operation_classes:
+        return [c.value for c in tool.spec.operation_classes]
+    return ["write"] if tool.spec.risk_level in (RiskLevel.HIGH, RiskLevel.CRITICAL) else ["read"]
 
 
 def _approval_rules(rules: Mapping[Pair, Provenance], needs: Iterable[Pair]) -> list[Provenance]:

@@ -1100,8 +1100,6 @@ AUTHORIZER = [
         ),
         Call("web-search", agent="searcher"),
         denied(R.BLOCKED_BY_POLICY, TP, "spec.operationRules[0]"),
-        xfail="reference 1 (Tool.operation_classes: default [read] for low/medium risk): manifests/tools.py "
-        "ToolSpec.operation_classes defaults to [], so governance.py _orloj sees no class for a call without needs",
     ),
     case(
         "orloj/default-operation-class-of-a-high-risk-tool-is-write",
@@ -1114,8 +1112,6 @@ AUTHORIZER = [
         ),
         Call("web-search", agent="searcher"),
         waits(TP, "spec.operationRules[0]"),
-        xfail="reference 1 (Tool.operation_classes: default [write] for high/critical risk): manifests/tools.py "
-        "ToolSpec.operation_classes defaults to [], so an approval_required write rule never fires",
     ),
     case(
         "orloj/operation-rule-approval-then-approved",
