@@ -75,6 +75,7 @@ class ClaimedTask:
     agent: str | None = None
     deadline_at: datetime | None = None
     attempt_timeout: timedelta | None = None
+    worker: str = ""  # who holds the claim (with ``fencing_token``, what fenced writes name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +213,7 @@ class TaskQueue:
             row[7],
             stored_time(_parsed(row[8])),
             timeout,
+            worker_id,
         )
 
     def renew_run(self, task_id: str, worker_id: str, fencing_token: int, now: datetime, lease: timedelta) -> bool:

@@ -3,8 +3,11 @@
 The agent runtime (model calls through litellm, tools, governance) plugs in here later as
 one more ``Executor``. Until then a run is checked and recorded, not executed:
 
-* ``placeholder`` (the default): checks the run's agent is still applied, then succeeds with
-  a result that says no agent runtime ran. A run whose agent was deleted fails for good with
+* ``placeholder`` (the default): checks the run's agent is still applied, then runs the
+  Task's offline script (``spec.input.script``, see ``script_steps``) through the governance
+  gate (``engine/gate.py``): each step is a model call (budget reserved, then charged) or a
+  tool call (allowed, denied, or parked for approval). Without a script it succeeds with a
+  result that says no agent runtime ran. A run whose agent was deleted fails for good with
   an error naming the agent, and lands in the dead-letter queue (``orlojd dlq retry`` once
   the agent is back).
 * ``noop``: succeeds at once (benchmarks).
@@ -21,12 +24,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from orlojd.adapters.queue import ClaimedTask
 from orlojd.adapters.store import Store
 from orlojd.core.keys import ResourceKey
+from orlojd.engine.gate import Gate
 from orlojd.engine.workers import Executor, TaskFailed
 from orlojd.errors import ConfigError
 
@@ -38,10 +43,11 @@ def noop(task: ClaimedTask, cancelled: threading.Event) -> dict[str, Any]:
 
 
 class Placeholder:
-    """Checks the run's agent exists in the applied inventory; runs nothing yet."""
+    """Checks the run's agent exists in the applied inventory; runs its offline script, if any, through the gate."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, gate: Gate | None = None) -> None:
         self.store = store
+        self.gate = gate or Gate(store)
 
     def __call__(self, task: ClaimedTask, cancelled: threading.Event) -> dict[str, Any]:
         if task.agent is not None:
@@ -53,7 +59,78 @@ class Placeholder:
                     f"then: orlojd dlq retry {task.id}",
                     permanent=True,
                 )
-        return {"executor": "placeholder", "note": "checked and recorded; no agent runtime ran"}
+        steps = script_steps(task.payload)
+        if not steps:
+            return {"executor": "placeholder", "note": "checked and recorded; no agent runtime ran"}
+        done: list[dict[str, Any]] = []
+        for index, step in enumerate(steps):
+            if cancelled.is_set():
+                raise TaskFailed("cancelled")
+            if step.tool is None:
+                call_id = f"{task.id}/{index}"
+                model = self.gate.model_call(task, call_id, step.model, step.tokens)
+                self.gate.charge(call_id, step.prompt_tokens, step.completion_tokens, model)
+                done.append({"step": index, "model": model, "tokens": step.prompt_tokens + step.completion_tokens})
+                continue
+            outcome = self.gate.tool_call(task, step.tool, step.arguments, step.needs)
+            entry = {"step": index, "tool": step.tool, "allowed": outcome.allowed, "reason": outcome.decision.reason}
+            if outcome.approval is not None:
+                entry["approval"] = outcome.approval
+            done.append(entry)
+        return {"executor": "placeholder", "script": done}
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptStep:
+    """One step of an offline script: a tool call (``tool``) or else a model call."""
+
+    tool: str | None = None
+    arguments: dict[str, Any] = field(default_factory=dict)
+    needs: tuple[tuple[str, str], ...] = ()
+    model: str | None = None
+    tokens: int = 0  # the estimate the budget is checked on
+    prompt_tokens: int = 0  # the usage "reported" afterwards
+    completion_tokens: int = 0
+
+
+def script_steps(payload: dict[str, Any]) -> list[ScriptStep]:
+    """The Task's ``spec.input.script``: a list of steps, each either
+
+    ``{tool: NAME, args: {...}, read: RESOURCE, write: RESOURCE}`` (read/write optional) or
+    ``{model: NAME or null, tokens: ESTIMATE, usage: {prompt: N, completion: M}}``.
+    A malformed script fails the run for good, naming the step and the field.
+    """
+    script = (((payload.get("task") or {}).get("spec") or {}).get("input") or {}).get("script")
+    if script is None:
+        return []
+    if not isinstance(script, list):
+        raise TaskFailed("spec.input.script must be a list of steps", permanent=True)
+    steps: list[ScriptStep] = []
+    for i, raw in enumerate(script):
+        where = f"spec.input.script[{i}]"
+        if not isinstance(raw, dict):
+            raise TaskFailed(f"{where} must be a mapping with 'tool' or 'model'", permanent=True)
+        try:
+            if "tool" in raw:
+                needs = tuple(
+                    (access, str(raw[access])) for access in ("read", "write", "delete", "admin") if access in raw
+                )
+                steps.append(ScriptStep(tool=str(raw["tool"]), arguments=dict(raw.get("args") or {}), needs=needs))
+            elif "model" in raw:
+                usage: dict[str, Any] = raw.get("usage") or {}
+                steps.append(
+                    ScriptStep(
+                        model=None if raw["model"] is None else str(raw["model"]),
+                        tokens=int(raw.get("tokens", 0)),
+                        prompt_tokens=int(usage.get("prompt") or raw.get("tokens") or 0),
+                        completion_tokens=int(usage.get("completion") or 0),
+                    )
+                )
+            else:
+                raise ValueError("a step needs 'tool' or 'model'")
+        except (TypeError, ValueError) as exc:
+            raise TaskFailed(f"{where}: {exc}", permanent=True) from None
+    return steps
 
 
 class Sleep:

@@ -5,6 +5,8 @@ pool's ``size`` threads loops: claim one task under a lease, run the executor in
 while a renewal timer extends the lease every ``renew_every``, then finish the claim:
 
 * success: ``complete_run``; the queue refuses the result (False) when the claim went stale;
+* ``TaskHandedOff``: the executor already moved the task on (governance parked or failed it);
+* ``TaskDeferred``: the task is pending again from ``until``, the attempt not counted;
 * ``TaskFailed`` or any other exception: ``core.retry.decide`` (``TaskFailed(permanent=True)``
   is non-retryable) and ``fail_run`` with its ``retry_at``, or None to dead-letter.
 
@@ -48,6 +50,20 @@ class TaskFailed(Exception):
     def __init__(self, message: str, *, permanent: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
+
+
+class TaskDeferred(Exception):
+    """Raised by an executor: give the task back until ``until`` without counting the attempt
+    (a model call waiting for its token budget)."""
+
+    def __init__(self, until: datetime, message: str) -> None:
+        super().__init__(message)
+        self.until = until
+
+
+class TaskHandedOff(Exception):
+    """Raised by an executor that already moved its task on in the store (parked it for an
+    approval, or failed it with the governance decision): the worker writes nothing."""
 
 
 class Executor(Protocol):
@@ -342,6 +358,19 @@ class WorkerPool:
                 task.id,
                 extra={"event": "result_discarded", **ids},
             )
+            return
+        if isinstance(error, TaskHandedOff):
+            log.info("task %s: %s", task.id, error, extra={"event": "task_handed_off", **ids})
+            return
+        if isinstance(error, TaskDeferred):
+            if self.queue.defer_run(task.id, worker, task.fencing_token, self.now(), error.until, str(error)):
+                log.info(
+                    "task %s deferred until %s: %s",
+                    task.id,
+                    error.until.isoformat(),
+                    error,
+                    extra={"event": "task_deferred", "until": error.until.isoformat(), **ids},
+                )
             return
         if error is None:
             assert result is not None

@@ -50,7 +50,7 @@ def test_enqueue_claim_complete(queue: TaskQueue) -> None:
     assert (pending.available_at, pending.created_at, pending.lease_owner) == (T0, T0, None)
 
     claimed = claim(queue, "w1", T0 + SECOND)
-    assert claimed == ClaimedTask(task_id, "Task/default/report", "sha256:abc", {"input": "x"}, 1, 3, 1)
+    assert claimed == ClaimedTask(task_id, "Task/default/report", "sha256:abc", {"input": "x"}, 1, 3, 1, worker="w1")
     running = view(queue, task_id)
     assert (running.state, running.lease_owner, running.lease_until) == (TaskState.RUNNING, "w1", T0 + SECOND + LEASE)
     assert queue.claim_one("w2", T0 + SECOND, LEASE) is None
