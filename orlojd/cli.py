@@ -31,6 +31,7 @@ app = typer.Typer(
 
 
 def _register_subcommands() -> None:
+    from orlojd.cli_approvals import approvals_app, approve, deny
     from orlojd.cli_governance import can_i
     from orlojd.cli_serve import serve, worker
     from orlojd.cli_tasks import dlq_app, task_app
@@ -40,6 +41,9 @@ def _register_subcommands() -> None:
     app.command()(serve)
     app.command()(worker)
     app.command("can-i")(can_i)
+    app.command()(approve)
+    app.command()(deny)
+    app.add_typer(approvals_app, name="approvals")
 
 
 class OutputFormat(StrEnum):

@@ -56,6 +56,14 @@ class WorkerSettings(Group):
     )
 
 
+class ApprovalSettings(Group):
+    webhook: str | None = Field(default=None, description="URL that gets each approval request as a JSON POST")
+    allowed_signers: Annotated[str | None, Field(alias="allowedSigners")] = Field(
+        default=None,
+        description="OpenSSH allowed_signers file that orlojd approve --sign-with signatures must match",
+    )
+
+
 class LogSettings(Group):
     format: Literal["text", "json"] = "text"
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -71,6 +79,7 @@ class Settings(Group):
     prune: PruneSettings = Field(default_factory=PruneSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     workers: WorkerSettings = Field(default_factory=WorkerSettings)
+    approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
 
 
 def parse_settings(display: str, content: bytes) -> tuple[Settings | None, list[Diagnostic]]:

@@ -184,13 +184,13 @@ def known(spec: str) -> bool:
     )
 
 
-def executor_named(spec: str, store: Store) -> Executor:
-    """The executor called ``spec`` (see the module doc)."""
+def executor_named(spec: str, store: Store, gate: Gate | None = None) -> Executor:
+    """The executor called ``spec`` (see the module doc); ``gate`` governs the placeholder's calls."""
     if not known(spec):
         raise ConfigError(f"--executor {spec!r}: unknown executor", f"use {NAMES}")
     name, _, argument = spec.partition(":")
     if name == "placeholder":
-        return Placeholder(store)
+        return Placeholder(store, gate)
     if name == "sleep":
         return Sleep(int(argument))
     if name == "sink":

@@ -3,12 +3,13 @@
 The daemon (``engine/daemon.py``) creates one ``TaskRuntime`` once it holds the repository
 lock (so a standby neither schedules nor claims) and ``start``s it: the scheduler runs its
 periodic jobs from then on: the lease reaper (dead-letters runs whose last lease expired, and
-runs past their deadline), the queue-wait check (logs tasks waiting longer than
-``workers.queueWaitWarning``) and the daemon's own (the resync). The daemon calls ``applied``
-after every successful pass; the first call starts the worker pool, sized by ``workers.size``
-in orlojd.yaml at that commit (``--workers`` overrides it; later changes take effect at the
-next start). Every call re-syncs the TaskSchedules and wakes the pool, since apply may have
-queued runs. ``stop`` stops scheduling first, then drains the pool.
+runs past their deadline; expires approval requests nobody decided in time), the queue-wait
+check (logs tasks waiting longer than ``workers.queueWaitWarning``) and the daemon's own (the
+resync). The daemon calls ``applied`` after every successful pass; the first call starts the
+worker pool, sized by ``workers.size`` in orlojd.yaml at that commit (``--workers`` overrides
+it; later changes take effect at the next start). Every call re-syncs the TaskSchedules, points
+the governance gate at ``approvals.webhook`` and wakes the pool, since apply may have queued
+runs. ``stop`` stops scheduling first, then drains the pool.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from orlojd.adapters import clock
+from orlojd.adapters.approvals import Approvals
 from orlojd.adapters.queue import TaskQueue
 from orlojd.adapters.store import Store
 from orlojd.adapters.systemd import Notifier
 from orlojd.adapters.worker_registry import WorkerRegistry
 from orlojd.core.durations import parse_ms
 from orlojd.engine.executors import executor_named
+from orlojd.engine.gate import Gate, webhook_notifier
 from orlojd.engine.workers import PoolOptions, WorkerPool
 from orlojd.settings import Settings
 
@@ -61,7 +64,9 @@ class TaskRuntime:
     ) -> None:
         self.store = store
         self.queue = TaskQueue(store)
-        self.executor = executor_named(executor, store)
+        self.gate = Gate(store, now=now)
+        self.approvals = Approvals(store)
+        self.executor = executor_named(executor, store, self.gate)
         self.workers = workers
         self.now = now
         self.periodic = periodic
@@ -85,6 +90,8 @@ class TaskRuntime:
     def applied(self, settings: Settings, revision: str) -> None:
         """After a successful pass at ``revision``: start the pool if not yet, re-sync schedules, wake workers."""
         self.queue_wait = timedelta(milliseconds=parse_ms(settings.workers.queue_wait_warning))
+        webhook = settings.approvals.webhook
+        self.gate.notify = None if webhook is None else webhook_notifier(webhook)
         if not self.pool_decided:
             self.pool_decided = True
             self._start_pool(settings)
@@ -113,9 +120,14 @@ class TaskRuntime:
             self.pool.wake()
 
     def reap(self) -> None:
-        reaped = self.queue.reap_expired_run(self.now())
+        now = self.now()
+        reaped = self.queue.reap_expired_run(now)
         if reaped:
             log.warning("dead-lettered %d tasks that can no longer run", reaped, extra={"event": "tasks_reaped"})
+        expired = self.approvals.expire_due_run(now)
+        if expired:
+            log.warning("%d approval requests expired undecided", expired, extra={"event": "approvals_expired"})
+            self._wake()
 
     def check_queue_wait(self) -> None:
         """Log each task once when it first waits longer than ``workers.queueWaitWarning``."""
