@@ -5,17 +5,24 @@ once; ``decide(context, request)`` is then a few dict lookups. Every decision ca
 reason code and ``because``: the rule(s) that decided it (object key + field path), or
 the absence that denied it. Any exception while deciding is a denial (internal_error).
 
+The AgentPolicies that apply to a call are the global ones and (reference 2.1) the scoped
+ones naming the call's task in ``targetTasks`` or its system in ``targetSystems`` (the
+request's ``system``, else the system the indexed Task names).
+
 Rules, checked in this order; the first denial wins, approvals are collected last:
 
-1. Unknown agent -> deny ``agent_not_found``.
+1. Unknown agent -> deny ``agent_not_found``. An applying AgentPolicy blocks any of the
+   agent's ``spec.tools``: Orloj does not start such an agent, so every call -> deny
+   ``blocked_by_policy``.
 2. The agent's ``spec.tools`` has no entry for the tool -> deny ``tool_not_granted``.
    orlojd never allows an ungranted tool, not even through Orloj's ``allowedTools``.
-3. A selected Policy or a global AgentPolicy lists the tool in ``blockedTools``, or a
-   selected Policy has ``allowedTools`` without it -> deny ``blocked_by_policy``.
+3. A selected Policy lists the tool in ``blockedTools``, or has ``allowedTools`` without
+   it -> deny ``blocked_by_policy``.
 4. No Tool manifest for the tool (in the agent's namespace) -> deny ``tool_not_found``.
-5. Model: the request's model (else the agent's ``spec.model``) must be in every
-   non-empty ``allowedModels`` of the selected Policies and global AgentPolicies; an
-   unknown model under such a list is denied too -> deny ``model_not_allowed``.
+5. Model: the request's model (else the agent's ``spec.model``, else its ModelEndpoint's
+   ``defaultModel``) must be in every non-empty ``allowedModels`` of the selected Policies
+   and applying AgentPolicies; an unknown model under such a list is denied too -> deny
+   ``model_not_allowed``.
 6. Needed pairs = the request's pairs plus the Tool's ``requires``. Each must be in the
    grant (exact pair) -> else deny ``resource_not_permitted``; and survive every selected
    Policy's ``allow`` ceiling and ``deny`` list (core.effective) -> else ``blocked_by_policy``.
@@ -26,18 +33,19 @@ Rules, checked in this order; the first denial wins, approvals are collected las
    medium risk Tool and ``write`` for a high or critical one), strictest wins: deny ->
    ``blocked_by_policy``, approval_required -> an approval requirement.
 8. Budget: ``tokensEstimate`` above the minimum ``maxTokensPerRun`` of the agent, the
-   selected Policies and global AgentPolicies -> deny ``budget_exceeded``.
+   selected Policies and applying AgentPolicies -> deny ``budget_exceeded``. (Per-minute,
+   per-day and cost budgets are charged in the store: core.budgets, adapters/budgets.py.)
 9. Approvals: a needed pair listed in (or, for an entry with a glob, matched by) the
-   agent's or a selected Policy's ``requireApproval`` (or an operation rule's approval_required) needs a ToolApproval
-   for (task, tool): Approved -> allow ``approval_granted``; Denied -> deny
-   ``approval_denied``; Expired -> deny ``approval_expired``; Pending or none ->
-   ``approval_required``.
+   agent's or a selected Policy's ``requireApproval`` (or an operation rule's
+   approval_required) needs a ToolApproval for (task, tool): Approved -> allow
+   ``approval_granted``; Denied -> deny ``approval_denied``; Expired -> deny
+   ``approval_expired``; Pending or none -> ``approval_required``. (At run time orlojd's
+   own approvals, bound to the call's argument digest, decide instead: engine/gate.py.)
 10. Otherwise allow ``allowed``, because of the grant entries of every needed pair.
 
 Policies only tighten: they select agents by namespace, name and labels
 (core.effective.policy_selects); grants intersect with ceilings, blocks, denials and
-approval requirements add up, budgets take the minimum. AgentPolicies scoped to tasks or
-systems are not applied per call yet (they need the task's system).
+approval requirements add up, budgets take the minimum.
 """
 
 from __future__ import annotations
@@ -56,10 +64,12 @@ from orlojd.core.governance_index import (
     OrlojToolRule,
     Provenance,
     Verdict,
+    agent_wide_block,
     build_context,
 )
 from orlojd.core.keys import ResourceKey
 from orlojd.core.manifests.base import ResourceKind, split_ref
+from orlojd.core.manifests.policies import AgentPolicy
 from orlojd.core.manifests.tools import RiskLevel, Tool
 
 __all__ = [
@@ -74,8 +84,17 @@ __all__ = [
     "decide",
 ]
 
-GOVERNANCE_KINDS = ("Agent", "Tool", "Policy", "AgentPolicy", "AgentRole", "ToolPermission", "ToolApproval")
-"""The kinds a decision reads."""
+GOVERNANCE_KINDS = (
+    "Agent",
+    "Tool",
+    "Policy",
+    "AgentPolicy",
+    "AgentRole",
+    "ToolPermission",
+    "ToolApproval",
+    "ModelEndpoint",
+)
+"""The kinds a decision reads (``context_of`` also reads Tasks, for the system each runs)."""
 
 
 class ReasonCode(StrEnum):
@@ -106,6 +125,7 @@ class CallRequest:
     model: str | None = None
     tokens_estimate: int | None = None
     task: str | None = None
+    system: str | None = None  # the AgentSystem the task runs, for scoped AgentPolicies (else from the index)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +144,7 @@ def context_of(
     objects: Iterable[ResourceKind], approval_phases: Mapping[ResourceKey, str] | None = None
 ) -> GovernanceContext:
     """Index the governance kinds among ``objects`` (any mix of manifests)."""
-    by_kind: dict[str, list[Any]] = {kind: [] for kind in GOVERNANCE_KINDS}
+    by_kind: dict[str, list[Any]] = {kind: [] for kind in (*GOVERNANCE_KINDS, "Task")}
     for obj in objects:
         if obj.kind in by_kind:
             by_kind[obj.kind].append(obj)
@@ -137,6 +157,8 @@ def context_of(
         by_kind["ToolPermission"],
         by_kind["ToolApproval"],
         approval_phases,
+        by_kind["ModelEndpoint"],
+        by_kind["Task"],
     )
 
 
@@ -162,6 +184,10 @@ def _decide(context: GovernanceContext, request: CallRequest) -> Decision:
     if agent is None:
         return _deny(ReasonCode.AGENT_NOT_FOUND, Provenance(request.agent, "", absent=True), "unknown agent")
     tool, akey = request.tool, agent.key
+    scoped = _scoped(context, request, akey)
+    stop = agent.agent_block or next(filter(None, (agent_wide_block(agent.grants, p) for p in scoped)), None)
+    if stop is not None:
+        return _deny(ReasonCode.BLOCKED_BY_POLICY, stop, f"{akey.short} does not run: {stop} blocks one of its tools")
     grant = agent.grants.get(tool)
     if grant is None:
         return _deny(
@@ -180,7 +206,12 @@ def _decide(context: GovernanceContext, request: CallRequest) -> Decision:
             f"tool {tool} is not defined",
         )
     model = request.model or agent.model
-    for allowed_models, where in agent.model_rules:
+    model_rules = agent.model_rules + tuple(
+        (frozenset(p.spec.allowed_models), Provenance(_key_of(p), "spec.allowedModels"))
+        for p in scoped
+        if p.spec.allowed_models
+    )
+    for allowed_models, where in model_rules:
         if model not in allowed_models:
             return _deny(
                 ReasonCode.MODEL_NOT_ALLOWED, where, f"model {model or '(unresolved)'} is not allowed by {where}"
@@ -206,8 +237,12 @@ def _decide(context: GovernanceContext, request: CallRequest) -> Decision:
     if orloj_decision is not None:
         return orloj_decision
 
-    if agent.token_limit is not None and request.tokens_estimate is not None:
-        limit, where = agent.token_limit
+    token_limit = agent.token_limit
+    for p in scoped:
+        if p.spec.max_tokens_per_run > 0 and (token_limit is None or p.spec.max_tokens_per_run < token_limit[0]):
+            token_limit = (p.spec.max_tokens_per_run, Provenance(_key_of(p), "spec.maxTokensPerRun"))
+    if token_limit is not None and request.tokens_estimate is not None:
+        limit, where = token_limit
         if request.tokens_estimate > limit:
             return _deny(
                 ReasonCode.BUDGET_EXCEEDED, where, f"{request.tokens_estimate} tokens exceed the per-run limit {limit}"
@@ -218,6 +253,22 @@ def _decide(context: GovernanceContext, request: CallRequest) -> Decision:
         return _approval(context, request, agent, approvals)
     path = f"spec.tools[{index}].permissions" if needs else f"spec.tools[{index}]"
     return Decision(Verdict.ALLOW, ReasonCode.ALLOWED, (Provenance(akey, path),), "allowed")
+
+
+def _key_of(obj: ResourceKind) -> ResourceKey:
+    return ResourceKey(obj.kind, obj.metadata.namespace, obj.metadata.name)
+
+
+def _scoped(context: GovernanceContext, request: CallRequest, akey: ResourceKey) -> list[AgentPolicy]:
+    """The scoped AgentPolicies matching the call's task (by name) or system (reference 2.1)."""
+    if not context.scoped or request.task is None:
+        return []
+    namespace, name = split_ref(request.task, akey.namespace)
+    system = request.system or context.task_systems.get(f"{namespace}/{name}")
+    found = list(context.scoped.get(f"task:{name.lower()}", ()))
+    if system:
+        found += [p for p in context.scoped.get(f"system:{system.lower()}", ()) if p not in found]
+    return found
 
 
 def operation_classes(tool: Tool) -> list[str]:

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from fnmatch import fnmatchcase
+from typing import Any
 
 from orlojd.core.budgets import BudgetLimits, limits_of
 from orlojd.core.digest import normalised
@@ -20,7 +21,8 @@ from orlojd.core.keys import ResourceKey
 from orlojd.core.manifests.agents import Agent
 from orlojd.core.manifests.base import Access, ResourceKind, split_ref
 from orlojd.core.manifests.policies import AgentPolicy, AgentRole, Policy, ToolApproval, ToolPermission
-from orlojd.core.manifests.tools import Tool
+from orlojd.core.manifests.tasks import Task
+from orlojd.core.manifests.tools import ModelEndpoint, Tool
 
 ACCESSES = tuple(a.value for a in Access)
 
@@ -70,6 +72,7 @@ class AgentIndex:
     token_limit: tuple[int, Provenance] | None
     budgets: BudgetLimits
     orloj: Mapping[str, OrlojToolRule]
+    agent_block: Provenance | None = None  # a global AgentPolicy blocks one of spec.tools: the agent stops
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,8 @@ class GovernanceContext:
     tools: Mapping[tuple[str, str], Tool]
     approvals: Mapping[tuple[str, str], tuple[tuple[ResourceKey, str | None], ...]] = field(default_factory=dict)
     approval_phases: Mapping[ResourceKey, str] = field(default_factory=dict)
+    scoped: Mapping[str, tuple[AgentPolicy, ...]] = field(default_factory=dict)  # "task:<name>" / "system:<name>"
+    task_systems: Mapping[str, str] = field(default_factory=dict)  # "ns/task" -> the system it runs
 
 
 def norm_permission(text: str) -> str:
@@ -158,10 +163,11 @@ def _agent_index(
     tools: Mapping[tuple[str, str], Tool],
     roles: Mapping[tuple[str, str], AgentRole],
     tool_permissions: list[ToolPermission],
+    bodies: Mapping[ResourceKey, dict[str, Any]],
+    endpoints: Mapping[tuple[str, str], ModelEndpoint],
 ) -> AgentIndex:
     akey, spec = _key(agent), agent.spec
     body = normalised(agent)
-    bodies = {_key(p): normalised(p) for p in policies}
     chosen = [p for p in policies if policy_selects(bodies[_key(p)], body)]
     global_orloj = [p for p in orloj_policies if p.spec.apply_mode == "global"]
     gating: list[Policy | AgentPolicy] = [*chosen, *global_orloj]
@@ -215,10 +221,11 @@ def _agent_index(
     orloj = {
         name: _orloj_rule(agent, name, tools.get(split_ref(name, agent.namespace)), roles, by_tool) for name in grants
     }
+    endpoint = endpoints.get(split_ref(spec.model_ref, agent.namespace)) if spec.model_ref else None
     return AgentIndex(
         key=akey,
         view=view,
-        model=spec.model,
+        model=spec.model or (endpoint.spec.default_model if endpoint is not None else None),
         grants=grants,
         tool_blocks=tool_blocks,
         pair_blocks=pair_blocks,
@@ -227,7 +234,18 @@ def _agent_index(
         token_limit=token_limit,
         budgets=budgets,
         orloj=orloj,
+        agent_block=next(filter(None, (agent_wide_block(grants, p) for p in global_orloj)), None),
     )
+
+
+def agent_wide_block(tools: Iterable[str], policy: AgentPolicy) -> Provenance | None:
+    """Orloj (reference 2.1): an agent one of whose ``spec.tools`` a matched AgentPolicy blocks
+    does not run at all; the rule that stops it, or None."""
+    blocked = [t.strip().lower() for t in policy.spec.blocked_tools]
+    for name in tools:
+        if name.lower() in blocked:
+            return Provenance(_key(policy), f"spec.blockedTools[{blocked.index(name.lower())}]")
+    return None
 
 
 def _pair_block(pair: Pair, chosen: list[Policy]) -> Provenance:
@@ -253,12 +271,27 @@ def build_context(
     tool_permissions: Iterable[ToolPermission] = (),
     approvals: Iterable[ToolApproval] = (),
     approval_phases: Mapping[ResourceKey, str] | None = None,
+    endpoints: Iterable[ModelEndpoint] = (),
+    tasks: Iterable[Task] = (),
 ) -> GovernanceContext:
-    """Index the manifests once. ``approval_phases`` is each ToolApproval's status phase (from the store)."""
+    """Index the manifests once. ``approval_phases`` is each ToolApproval's status phase (from the store);
+    ``endpoints`` resolve an agent's ``modelRef`` to its model; ``tasks`` tell which system a task runs."""
     tool_map = {(t.namespace, t.name): t for t in tools}
     role_map = {(r.namespace, r.name): r for r in roles}
+    endpoint_map = {(e.namespace, e.name): e for e in endpoints}
     policy_list, orloj_list, tp_list = list(policies), list(agent_policies), list(tool_permissions)
-    index = {_key(a): _agent_index(a, policy_list, orloj_list, tool_map, role_map, tp_list) for a in agents}
+    bodies = {_key(p): normalised(p) for p in policy_list}
+    index = {
+        _key(a): _agent_index(a, policy_list, orloj_list, tool_map, role_map, tp_list, bodies, endpoint_map)
+        for a in agents
+    }
+    scoped: dict[str, list[AgentPolicy]] = {}
+    for orloj_policy in orloj_list:
+        if orloj_policy.spec.apply_mode == "scoped":
+            for name in orloj_policy.spec.target_tasks:
+                scoped.setdefault(f"task:{name.strip().lower()}", []).append(orloj_policy)
+            for name in orloj_policy.spec.target_systems:
+                scoped.setdefault(f"system:{name.strip().lower()}", []).append(orloj_policy)
     by_task: dict[tuple[str, str], list[tuple[ResourceKey, str | None]]] = {}
     for ap in approvals:
         task = "/".join(split_ref(ap.spec.task_ref, ap.namespace))
@@ -268,4 +301,8 @@ def build_context(
         tools=tool_map,
         approvals={k: tuple(v) for k, v in by_task.items()},
         approval_phases=dict(approval_phases or {}),
+        scoped={k: tuple(v) for k, v in scoped.items()},
+        task_systems={
+            f"{t.namespace}/{t.name}": split_ref(t.spec.system, t.namespace)[1] for t in tasks if t.spec.system
+        },
     )

@@ -122,7 +122,14 @@ class Gate:
     ) -> CallOutcome:
         """May this run call ``tool`` with ``arguments``? See the module doc for what each answer does."""
         agent = _agent_of(task)
-        request = CallRequest(agent, tool, needs, task=task.task_key.split("/", 1)[1] if "/" in task.task_key else None)
+        spec = (task.payload.get("task") or {}).get("spec") or {}
+        request = CallRequest(
+            agent,
+            tool,
+            needs,
+            task=task.task_key.split("/", 1)[1] if "/" in task.task_key else None,
+            system=spec.get("system"),
+        )
         now = self.now()
         try:
             indexed = self.indexed()

@@ -24,15 +24,14 @@ from typing import Any, cast
 import pytest
 from _pytest.mark.structures import ParameterSet
 
+from orlojd.core import governance
 from orlojd.core.desired import load_file
 from orlojd.core.diagnostics import Severity
-from orlojd.core.governance import CallRequest, Decision, ReasonCode, Verdict, build_context, decide
+from orlojd.core.governance import CallRequest, Decision, ReasonCode, Verdict, decide
 from orlojd.core.governance_index import GovernanceContext, Provenance
 from orlojd.core.keys import ResourceKey
-from orlojd.core.manifests.agents import Agent
 from orlojd.core.manifests.base import ResourceKind
-from orlojd.core.manifests.policies import AgentPolicy, AgentRole, Policy, ToolApproval, ToolPermission
-from orlojd.core.manifests.tools import Tool
+from orlojd.core.manifests.policies import AgentRole, ToolPermission
 from orlojd.sources import load
 
 ALLOW, DENY, WAIT = Verdict.ALLOW, Verdict.DENY, Verdict.APPROVAL_REQUIRED
@@ -139,19 +138,7 @@ def load_world(docs: tuple[str, ...]) -> list[ResourceKind]:
 
 
 def context_of(objects: list[Any], phases: Mapping[ResourceKey, str] | None = None) -> GovernanceContext:
-    def of(kind: type[Any]) -> list[Any]:
-        return [o for o in objects if isinstance(o, kind)]
-
-    return build_context(
-        agents=of(Agent),
-        tools=of(Tool),
-        policies=of(Policy),
-        agent_policies=of(AgentPolicy),
-        roles=of(AgentRole),
-        tool_permissions=of(ToolPermission),
-        approvals=of(ToolApproval),
-        approval_phases=phases,
-    )
+    return governance.context_of(objects, phases)
 
 
 def key(text: str) -> ResourceKey:
@@ -772,18 +759,12 @@ POLICIES = [
         (*ANNOUNCED, agent_policy("ap", "{targetTasks: [audit-run], blockedTools: [scan-documents]}")),
         Call("scan-documents", task="audit-run"),
         denied(R.BLOCKED_BY_POLICY, "AgentPolicy/ap", "spec.blockedTools[0]"),
-        xfail="reference 2.1: a scoped AgentPolicy matches when the task name is in target_tasks, and the call "
-        "names its task; governance_index.py _agent_index keeps only applyMode 'global' AgentPolicies "
-        "(docstring: scoped AgentPolicies 'are not applied per call yet')",
     ),
     case(
         "agentpolicy/blocked-tool-in-spec-tools-stops-the-whole-agent",
         (*ANNOUNCED, agent_policy("ap", "{applyMode: global, blockedTools: [flag-issues]}")),
         SCAN,
         denied(R.BLOCKED_BY_POLICY, "AgentPolicy/ap", "spec.blockedTools[0]"),
-        xfail="reference 2.1: 'if any entry of the agent's spec.tools is in a matched policy's blocked_tools' "
-        "the agent fails at start, before any tool call; the gate (governance.py rule 3, "
-        "governance_index.py tool_blocks) blocks only calls to the blocked tool itself",
     ),
 ]
 
@@ -1295,15 +1276,13 @@ def test_a_wrong_expectation_fails() -> None:
 
 # -- 5. the real Orloj manifests of the conformance corpus ----------------------------------------------------------
 
-GOVERNANCE_KINDS = (Agent, Tool, AgentPolicy, AgentRole, ToolPermission, ToolApproval)
-
 
 @functools.cache
 def corpus_objects(corpus: Path) -> tuple[Any, ...]:
-    """Every governance object of the corpus, through the loader test_conformance uses (sources.load)."""
+    """Every object of the corpus, through the loader test_conformance uses (sources.load)."""
     desired, _ = load(corpus, resolve=False)
     assert desired.errors == []
-    return tuple(lo.obj for lo in desired.objects.values() if isinstance(lo.obj, GOVERNANCE_KINDS))
+    return tuple(lo.obj for lo in desired.objects.values())
 
 
 @dataclass(frozen=True)
@@ -1453,9 +1432,6 @@ CORPUS_CASES = [
         "research-agent/cost-policy-disallows-its-model-in-weekly-report",
         Call("web_search", agent="research-agent", model="gpt-4o-mini", task="weekly-report"),
         denied(R.MODEL_NOT_ALLOWED, "AgentPolicy/cost-policy", "spec.allowedModels"),
-        xfail="reference 2.1: scoped AgentPolicies match by task / system; governance_index.py _agent_index "
-        "applies global AgentPolicies only (docstring: scoped ones 'are not applied per call yet', the gate "
-        "is not given the task's system)",
     ),
 ]
 
