@@ -7,8 +7,8 @@ only tighten, so:
   intersect); no Policy naming any means anyone may approve (but never the requester);
 * ``required``: the largest count; ``signed``: if any Policy asks for signatures;
 * ``timeout``: the shortest (default 1h, Policy ``approval.timeout``);
-* ``on_deny``: ``return_to_model`` only when every selecting Policy that sets ``onDeny`` says so
-  and at least one does; otherwise ``fail_run`` (the default);
+* ``on_deny``: ``return_to_model`` only when every selecting Policy says so (``onDeny``
+  defaults to ``fail_run``, and so does an agent no Policy selects);
 * ``audit``: off only when the agent and every selecting Policy turn ``auditLog`` off.
 
 ``call_digest`` binds an approval to the exact call: sha256 over the agent, the tool and the
@@ -68,13 +68,14 @@ def call_policy(agent: Agent, policies: Iterable[Policy]) -> CallPolicy:
         if named:
             approvers = frozenset(named) if approvers is None else approvers & frozenset(named)
     timeouts = [timedelta(milliseconds=parse_ms(p.spec.approval.timeout)) for p in chosen]
-    deny_modes = [p.spec.on_deny for p in chosen if "on_deny" in p.spec.model_fields_set]
     return CallPolicy(
         approvers=approvers,
         required=max((p.spec.approval.required for p in chosen), default=1),
         signed=any(p.spec.approval.signed for p in chosen),
         timeout=min(timeouts, default=DEFAULT_TIMEOUT),
-        on_deny="return_to_model" if deny_modes and all(m == "return_to_model" for m in deny_modes) else "fail_run",
+        on_deny="return_to_model"
+        if chosen and all(p.spec.on_deny == "return_to_model" for p in chosen)
+        else "fail_run",
         audit=agent.spec.governance.audit_log or any(p.spec.audit_log for p in chosen),
     )
 

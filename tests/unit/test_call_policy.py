@@ -59,9 +59,9 @@ def test_policies_fold_to_the_strictest_rules() -> None:
     assert refusal is not None and "not an approver" in refusal and "bob, carol" in refusal
 
 
-def test_return_to_model_only_when_every_policy_that_says_so_agrees() -> None:
+def test_return_to_model_only_when_every_selecting_policy_says_so() -> None:
     assert call_policy(agent(), [policy("a", onDeny="return_to_model")]).on_deny == "return_to_model"
-    assert call_policy(agent(), [policy("a", onDeny="return_to_model"), policy("b")]).on_deny == "return_to_model"
+    assert call_policy(agent(), [policy("a", onDeny="return_to_model"), policy("b")]).on_deny == "fail_run"
     mixed = [policy("a", onDeny="return_to_model"), policy("b", onDeny="fail_run")]
     assert call_policy(agent(), mixed).on_deny == "fail_run"
 
@@ -93,6 +93,7 @@ def test_adding_policies_never_loosens_who_may_approve_or_how(base: list[Policy]
     # The expiry and onDeny are the Policies' to set (default 1h, fail_run with none); once set, more only tighten.
     assert after.timeout <= before.timeout or not base
     assert after.on_deny == "fail_run" or before.on_deny == "return_to_model" or not base
+    assert after.on_deny == "fail_run" or all(p.spec.on_deny == "return_to_model" for p in base + more)
 
 
 def test_the_digest_binds_agent_tool_and_every_argument_but_not_key_order() -> None:
