@@ -80,6 +80,10 @@ def call_policy(agent: Agent, policies: Iterable[Policy]) -> CallPolicy:
     )
 
 
+def _on_deny(chosen: list[Policy]) -> OnDeny:
+    return "return_to_model" if chosen and all(p.spec.on_deny == "return_to_model" for p in chosen) else "fail_run"
+
+
 def call_digest(agent: str, tool: str, arguments: Mapping[str, Any]) -> str:
     """'sha256:<hex>' of the exact call: what an approval is bound to."""
     data = canonical_json({"agent": agent, "tool": tool, "arguments": dict(arguments)})
