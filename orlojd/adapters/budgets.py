@@ -9,9 +9,9 @@ Called by the agent runtime around every model call, shared by every worker thro
   it, and, if the call fits, insert the reservation (tokens = the estimate, cost = the estimate
   priced as prompt tokens, 0 when unpriced). Two workers never both take the last of a budget.
   A ``call_id`` already in the ledger is a retry of an admitted call: ok, not charged again.
-  Refusals write a ``budget_exceeded`` audit event, admissions near a limit ``budget_warning``,
-  in the same transaction (``adapters/audit.insert``); a plain admission writes no event (the
-  gate records the decision itself).
+  Every decision is an audit event in the same transaction (``adapters/audit.insert``): a
+  refusal ``budget_exceeded``, an admission near a limit ``budget_warning``, any other
+  admission ``model_call``.
 * ``settle_run`` after the call: the provider's reported usage replaces the estimate, once.
   A second settle, or a settle of a ``call_id`` never reserved, changes nothing and returns
   False (an unreserved call was never admitted; charging it now would hide that).
@@ -118,11 +118,9 @@ class BudgetLedger:
                         settled=False,
                     )
                 )
-            if not verdict.ok or verdict.warnings:
-                insert(
-                    connection,
-                    _event(verdict, call_id, agent, task_id, model, estimate_tokens, estimate_cost, usage, now),
-                )
+            insert(
+                connection, _event(verdict, call_id, agent, task_id, model, estimate_tokens, estimate_cost, usage, now)
+            )
         return verdict
 
     def settle_run(self, call_id: str, prompt_tokens: int, completion_tokens: int, model: str, now: datetime) -> bool:
@@ -217,6 +215,10 @@ def _event(
         "message": verdict.message,
         "warnings": list(verdict.warnings),
     }
+    if verdict.ok and not verdict.warnings:
+        return AuditEvent(
+            event="model_call", at=now, task_id=task_id, agent=agent, verdict="allow", reason="allowed", detail=detail
+        )
     if verdict.ok:
         return AuditEvent(
             event="budget_warning",

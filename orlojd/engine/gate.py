@@ -11,7 +11,8 @@ revision) and records every decision in the audit trail:
   allowed, denied or expired -> denied. A denial under ``onDeny: fail_run`` fails the task in
   the transaction that records the decision (``TaskHandedOff``); under ``return_to_model`` the
   denial is returned for the model to read.
-* ``model_call``: the model must be allowed, then the token budget is reserved on the estimate
+* ``model_call``: the model must be allowed (else the run fails with the decision's event,
+  in one transaction), then the token budget is reserved on the estimate
   (``adapters/budgets.py``, shared by all workers); over budget -> ``TaskDeferred`` until the
   window frees up (``onExceeded: wait``) or a permanent failure. ``charge`` settles the call with
   the usage the provider reported. ``call_id`` is stable for a step of a run, so a retried call
@@ -25,7 +26,7 @@ import logging
 import threading
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -254,7 +255,13 @@ class Gate:
         model = model or entry.model or ""
         for allowed_models, where in entry.model_rules:
             if model not in allowed_models:
-                raise TaskFailed(f"model {model} is not allowed by {where}", permanent=True)
+                message = f"model {model} is not allowed by {where}"
+                denied = Decision(Verdict.DENY, ReasonCode.MODEL_NOT_ALLOWED, (where,), message)
+                event = decision_event(denied, CallRequest(agent, "", model=model), self.now(), task.id, None)
+                self._fail(
+                    task, replace(event, tool=None, detail={**event.detail, "model": model}), message, self.now()
+                )
+                raise TaskHandedOff(f"denied: {message}")
         verdict = self.ledger.reserve_run(
             call_id, str(agent), task.id, model, estimate_tokens, entry.budgets, self.now()
         )

@@ -173,7 +173,8 @@ def test_a_call_waits_for_approval_then_runs_once_approved_or_fails_when_denied(
             or []
         )
         trail = [tuple(e) for e in events]
-        assert trail[:3] == [
+        assert trail[:4] == [
+            ("model_call", "allow", "allowed"),  # the model call, with its budget reservation
             ("decision", "allow", "allowed"),  # the read
             ("decision", "approval_required", "approval_required"),  # the write, parked with its request
             ("approval_requested", None, "approval_required"),

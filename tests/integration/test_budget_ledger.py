@@ -136,14 +136,15 @@ def test_a_cost_limit_on_an_unpriced_model_fails_closed(ledger: BudgetLedger, st
     assert "no price for model scripted/echo" in refused.message and "remove the cost limit" in refused.message
     assert events(store) == ["budget_exceeded"]
     assert ledger.reserve_run("c1", "a", "t1", "scripted/echo", 10, limits(per_day_tokens=100), T0).ok
+    assert events(store) == ["budget_exceeded", "model_call"]
 
 
 def test_a_refusal_and_its_audit_event_are_written_together(ledger: BudgetLedger, store: Store) -> None:
     lim = limits(per_minute_tokens=100)
     assert ledger.reserve_run("c1", "a", "t1", "m", 50, lim, T0).ok
-    assert events(store) == [], "a plain admission writes no event"
+    assert events(store) == ["model_call"], "an admission is recorded with its reservation"
     assert not ledger.reserve_run("c2", "a", "t1", "m", 60, lim, T0).ok
-    (event,) = AuditLog(store).list_all()
+    (_, event) = AuditLog(store).list_all()
     assert (event.event, event.verdict, event.reason, event.agent, event.task_id) == (
         "budget_exceeded",
         "deny",
