@@ -28,6 +28,7 @@ from orlojd.core.governance import CallRequest, Decision
 from orlojd.core.governance_index import Provenance
 
 EVENTS: sa.Table = GovernanceEventRow.__table__  # type: ignore[attr-defined]
+INSERT_EVENT = EVENTS.insert()  # built once: executed with a dict of values (no per-call statement building)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,17 +105,18 @@ def decision_event(
 def insert(connection: Connection, event: AuditEvent) -> None:
     """Write ``event`` inside the caller's transaction."""
     connection.execute(
-        EVENTS.insert().values(
-            at=event.at,
-            event=event.event,
-            task_id=event.task_id,
-            agent=event.agent,
-            tool=event.tool,
-            verdict=event.verdict,
-            reason=event.reason,
-            revision=event.revision,
-            detail=json.dumps(dict(event.detail), sort_keys=True, separators=(",", ":")),
-        )
+        INSERT_EVENT,
+        {
+            "at": event.at,
+            "event": event.event,
+            "task_id": event.task_id,
+            "agent": event.agent,
+            "tool": event.tool,
+            "verdict": event.verdict,
+            "reason": event.reason,
+            "revision": event.revision,
+            "detail": json.dumps(dict(event.detail), sort_keys=True, separators=(",", ":")),
+        },
     )
 
 

@@ -107,16 +107,17 @@ class BudgetLedger:
                 verdict = check(limits, usage, estimate_tokens, estimate_cost or 0.0, now)
             if verdict.ok:
                 connection.execute(
-                    CHARGES.insert().values(
-                        call_id=call_id,
-                        agent=agent,
-                        task_id=task_id,
-                        at=now,
-                        estimate=estimate_tokens,
-                        tokens=estimate_tokens,
-                        cost=estimate_cost or 0.0,
-                        settled=False,
-                    )
+                    INSERT_CHARGE,
+                    {
+                        "call_id": call_id,
+                        "agent": agent,
+                        "task_id": task_id,
+                        "at": now,
+                        "estimate": estimate_tokens,
+                        "tokens": estimate_tokens,
+                        "cost": estimate_cost or 0.0,
+                        "settled": False,
+                    },
                 )
             insert(
                 connection, _event(verdict, call_id, agent, task_id, model, estimate_tokens, estimate_cost, usage, now)
@@ -150,25 +151,44 @@ class BudgetLedger:
             return _usage(connection, agent, task_id, now)
 
 
-def _usage(connection: Connection, agent: str, task_id: str | None, now: datetime) -> Usage:
-    """One query over the agent's charges since the earlier of (now - 60 s, midnight) or in this run."""
+def _usage_query() -> sa.Select[Any]:
+    """The usage query, built once, with bind parameters ``agent``, ``task_id`` (NULL: no run),
+    ``minute_from``, ``midnight`` and ``since`` (the earlier of the two)."""
     c = CHARGES.c
-    minute_from, midnight = now - WINDOW, day_start(now)
+    when = sa.DateTime(timezone=True)
+    minute_from, midnight = sa.bindparam("minute_from", type_=when), sa.bindparam("midnight", type_=when)
+    task_id = sa.bindparam("task_id", type_=sa.String)
     in_minute, in_day = c.at > minute_from, c.at >= midnight
-    in_run = c.task_id == task_id if task_id is not None else sa.false()
+    in_run = sa.and_(task_id.is_not(None), c.task_id == task_id)
 
-    def total(column: Any, when: Any) -> Any:
-        return sa.func.coalesce(sa.func.sum(sa.case((when, column), else_=0)), 0)
+    def total(column: Any, condition: Any) -> Any:
+        return sa.func.coalesce(sa.func.sum(sa.case((condition, column), else_=0)), 0)
 
-    query = sa.select(
+    return sa.select(
         total(c.tokens, in_minute),
         sa.func.min(sa.case((in_minute, c.at), else_=None)),
         total(c.tokens, in_run),
         total(c.tokens, in_day),
         total(c.cost, in_run),
         total(c.cost, in_day),
-    ).where(c.agent == agent, sa.or_(c.at >= min(minute_from, midnight), in_run))
-    row = connection.execute(query).one()
+    ).where(c.agent == sa.bindparam("agent"), sa.or_(c.at >= sa.bindparam("since", type_=when), in_run))
+
+
+USAGE = _usage_query()
+INSERT_CHARGE = CHARGES.insert()
+
+
+def _usage(connection: Connection, agent: str, task_id: str | None, now: datetime) -> Usage:
+    """One query over the agent's charges since the earlier of (now - 60 s, midnight) or in this run."""
+    minute_from, midnight = now - WINDOW, day_start(now)
+    values = {
+        "agent": agent,
+        "task_id": task_id,
+        "minute_from": minute_from,
+        "midnight": midnight,
+        "since": min(minute_from, midnight),
+    }
+    row = connection.execute(USAGE, values).one()
     oldest = row[1]
     if isinstance(oldest, str):  # SQLite may hand back the stored text of a computed column
         oldest = datetime.fromisoformat(oldest)
