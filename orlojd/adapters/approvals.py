@@ -35,6 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from orlojd.adapters.audit import AuditEvent, insert
+from orlojd.adapters.clock import utc
 from orlojd.adapters.queue_sql import TASKS, TaskState
 from orlojd.adapters.store import Store, stored_time
 from orlojd.adapters.tables import ApprovalRow, ApprovalVoteRow
@@ -164,6 +165,7 @@ class Approvals:
         events: Sequence[AuditEvent] = (),
     ) -> ApprovalView | None:
         """Park the task and record (or find) its pending approval; None if the claim is stale."""
+        now = utc(now)
         t = TASKS
         expires = now + policy.timeout
         park = (
@@ -224,6 +226,7 @@ class Approvals:
     def vote_run(
         self, approval_id: str, approver: str, approve: bool, reason: str | None, signature: str | None, now: datetime
     ) -> VoteResult:
+        now = utc(now)
         with self.store.writing("recording an approval vote") as connection:
             row = connection.execute(sa.select(APPROVALS).where(APPROVALS.c.id == approval_id)).mappings().first()
             if row is None:
@@ -295,6 +298,7 @@ class Approvals:
 
     def expire_due_run(self, now: datetime) -> int:
         """Expire pending approvals past their time; how many."""
+        now = utc(now)
         query = sa.select(APPROVALS).where(
             APPROVALS.c.state == ApprovalState.PENDING.value, APPROVALS.c.expires_at <= now
         )

@@ -30,13 +30,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from orlojd.adapters.audit import AuditEvent, insert, provenance_json
+from orlojd.adapters.clock import utc
 from orlojd.adapters.pricing import cost_of
 from orlojd.adapters.store import Store, stored_time
 from orlojd.adapters.tables import BudgetChargeRow
@@ -52,12 +53,6 @@ def budget_lock_key(agent: str) -> int:
     """The PostgreSQL advisory lock key of an agent's budget: a stable signed 64-bit hash."""
     digest = hashlib.blake2b(agent.encode(), digest_size=8, person=b"orlojd-budget").digest()
     return int.from_bytes(digest, "big", signed=True)
-
-
-def _utc(now: datetime) -> datetime:
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware (pass the clock's UTC time)")
-    return now.astimezone(UTC)
 
 
 def _count(value: Any) -> int:
@@ -88,7 +83,7 @@ class BudgetLedger:
         now: datetime,
     ) -> BudgetVerdict:
         """Admit a model call on its estimate and reserve it, or refuse it; atomic across workers."""
-        now = _utc(now)
+        now = utc(now)
         if estimate_tokens < 0:
             raise ValueError(f"estimate_tokens must be >= 0, got {estimate_tokens}")
         estimate_cost = self.price(model, estimate_tokens, 0)
@@ -130,7 +125,7 @@ class BudgetLedger:
         The charge keeps the time it was reserved at (the windows it counts in). A call with no
         price is charged its tokens and a cost of 0.
         """
-        _utc(now)
+        utc(now)
         if prompt_tokens < 0 or completion_tokens < 0:
             raise ValueError(f"token counts must be >= 0, got {prompt_tokens} prompt, {completion_tokens} completion")
         cost = self.price(model, prompt_tokens, completion_tokens)
@@ -146,7 +141,7 @@ class BudgetLedger:
 
     def usage_one(self, agent: str, task_id: str | None, now: datetime) -> Usage:
         """The agent's usage at ``now``: last 60 s, this run (``task_id``; none: 0), this UTC day."""
-        now = _utc(now)
+        now = utc(now)
         with self.store.reading("reading budget usage") as connection:
             return _usage(connection, agent, task_id, now)
 

@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -43,6 +43,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from orlojd.adapters.clock import utc
 from orlojd.adapters.queue_sql import TASKS, Prepared, TaskState, hot_statements
 from orlojd.adapters.store import Store, StoreError, stored_time
 from orlojd.adapters.tables import TaskRequestRow
@@ -157,7 +158,7 @@ class TaskQueue:
             raise ValueError(f"priority must be 1..5, got {priority}")
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
-        now = _utc(now)
+        now = utc(now)
         insert = postgresql.insert if not self._sqlite else sqlite.insert
         statement = (
             insert(TASKS)
@@ -169,7 +170,7 @@ class TaskQueue:
                 priority=priority,
                 attempts=0,
                 max_attempts=max_attempts,
-                available_at=_utc(available_at) if available_at is not None else now,
+                available_at=utc(available_at) if available_at is not None else now,
                 fencing_token=0,
                 payload=_dumps(payload),
                 created_at=now,
@@ -177,7 +178,7 @@ class TaskQueue:
                 agent=agent,
                 agent_cap=agent_cap,
                 labels=_dumps(labels or {}),
-                deadline_at=None if deadline_at is None else _utc(deadline_at),
+                deadline_at=None if deadline_at is None else utc(deadline_at),
                 attempt_timeout_ms=None if attempt_timeout is None else int(attempt_timeout.total_seconds() * 1000),
             )
             .on_conflict_do_nothing(index_elements=["task_key", "digest"])
@@ -195,7 +196,7 @@ class TaskQueue:
         Only rows this worker may run: not paused, before their deadline, whose required labels
         are all in ``labels``, whose agent is under its concurrent-run cap.
         """
-        now = _utc(now)
+        now = utc(now)
         values = {"now": now, "until": now + lease, "worker": worker_id, "labels": _dumps(labels or {})}
         rows, _ = self._driver_run("claim", values)
         if not rows:
@@ -219,14 +220,14 @@ class TaskQueue:
     def renew_run(self, task_id: str, worker_id: str, fencing_token: int, now: datetime, lease: timedelta) -> bool:
         """Extend the lease to now + lease; False when the claim is no longer this worker's (or it was cancelled)."""
         claim = {"id": task_id, "worker": worker_id, "token": fencing_token}
-        return self._driver_run("renew", {**claim, "now": _utc(now), "until": _utc(now) + lease})[1] == 1
+        return self._driver_run("renew", {**claim, "now": utc(now), "until": utc(now) + lease})[1] == 1
 
     def complete_run(
         self, task_id: str, worker_id: str, fencing_token: int, now: datetime, result: dict[str, Any]
     ) -> bool:
         """Mark the run succeeded with its result; False (nothing written) for a stale claim."""
         claim = {"id": task_id, "worker": worker_id, "token": fencing_token}
-        return self._driver_run("complete", {**claim, "now": _utc(now), "result": _dumps(result)})[1] == 1
+        return self._driver_run("complete", {**claim, "now": utc(now), "result": _dumps(result)})[1] == 1
 
     def fail_run(
         self, task_id: str, worker_id: str, fencing_token: int, now: datetime, error: str, retry_at: datetime | None
@@ -237,10 +238,10 @@ class TaskQueue:
         spent; without it (the caller gives up, or the error is not retryable) and after the
         last attempt it goes to dead_letter, where ``retry_dead_letter_run`` can revive it.
         """
-        values = {"id": task_id, "worker": worker_id, "token": fencing_token, "now": _utc(now), "error": error}
+        values = {"id": task_id, "worker": worker_id, "token": fencing_token, "now": utc(now), "error": error}
         if retry_at is None:
             return self._driver_run("fail_final", values)[1] == 1
-        return self._driver_run("fail_retry", {**values, "retry_at": _utc(retry_at)})[1] == 1
+        return self._driver_run("fail_retry", {**values, "retry_at": utc(retry_at)})[1] == 1
 
     def defer_run(
         self, task_id: str, worker_id: str, fencing_token: int, now: datetime, until: datetime, reason: str
@@ -261,9 +262,9 @@ class TaskQueue:
                 lease_owner=None,
                 lease_until=None,
                 attempts=t.c.attempts - 1,
-                available_at=_utc(until),
+                available_at=utc(until),
                 last_error=reason,
-                updated_at=_utc(now),
+                updated_at=utc(now),
             )
         )
         with self._write() as connection:
@@ -277,7 +278,7 @@ class TaskQueue:
         on its next renew).
         """
         t = TASKS
-        now = _utc(now)
+        now = utc(now)
         late = (
             sa.update(t)
             .where(t.c.state.in_([s.value for s in ACTIVE]), t.c.deadline_at <= now)
@@ -311,7 +312,7 @@ class TaskQueue:
         if not request_id or len(request_id) > 100:
             raise ValueError("a request id is 1 to 100 characters")
         t, r = TASKS, REQUESTS
-        now = _utc(now)
+        now = utc(now)
         with self._write() as connection:
             state = connection.execute(sa.select(t.c.state).where(t.c.id == task_id)).scalar()
             if state is None:
@@ -333,7 +334,7 @@ class TaskQueue:
         A running task's worker learns it on its next renew (False) and its result is refused.
         """
         t = TASKS
-        now = _utc(now)
+        now = utc(now)
         statement = (
             sa.update(t)
             .where(t.c.id == task_id, t.c.state.in_([s.value for s in ACTIVE]))
@@ -345,7 +346,7 @@ class TaskQueue:
     def cancel_key_run(self, task_key: str, now: datetime, reason: str) -> int:
         """Cancel every unfinished run of ``task_key`` (its Task was deleted from git), noting why; how many."""
         t = TASKS
-        now = _utc(now)
+        now = utc(now)
         statement = (
             sa.update(t)
             .where(t.c.task_key == task_key, t.c.state.in_([s.value for s in ACTIVE]))
@@ -381,7 +382,7 @@ class TaskQueue:
     def retry_dead_letter_run(self, task_id: str, now: datetime) -> bool:
         """Move a dead-lettered task back to pending with its attempts reset; False if it is not dead-lettered."""
         t = TASKS
-        now = _utc(now)
+        now = utc(now)
         statement = (
             sa.update(t)
             .where(t.c.id == task_id, t.c.state == TaskState.DEAD_LETTER.value)
@@ -396,7 +397,7 @@ class TaskQueue:
         A purged (task_key, digest) is forgotten, so it may be enqueued again.
         """
         t = TASKS
-        statement = sa.delete(t).where(t.c.state == TaskState.DEAD_LETTER.value, t.c.finished_at < _utc(older_than))
+        statement = sa.delete(t).where(t.c.state == TaskState.DEAD_LETTER.value, t.c.finished_at < utc(older_than))
         with self._write() as connection:
             return connection.execute(statement).rowcount
 
@@ -420,7 +421,7 @@ class TaskQueue:
         t = TASKS
         statement = (
             sa.select(t)
-            .where(t.c.state == TaskState.PENDING.value, t.c.paused == sa.false(), t.c.available_at < _utc(due_before))
+            .where(t.c.state == TaskState.PENDING.value, t.c.paused == sa.false(), t.c.available_at < utc(due_before))
             .order_by(t.c.available_at, t.c.id)
             .limit(limit)
         )
@@ -509,12 +510,6 @@ def _ended(state: TaskState, now: datetime, error: str | None = None) -> dict[st
     if error is not None:
         values["last_error"] = error
     return values
-
-
-def _utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"naive datetime {moment.isoformat()}: pass a timezone-aware UTC time")
-    return moment.astimezone(UTC)
 
 
 def _parsed(moment: Any) -> datetime | None:

@@ -54,6 +54,7 @@ from orlojd.core.governance import (
 )
 from orlojd.core.keys import ResourceKey
 from orlojd.core.manifests.agents import Agent
+from orlojd.core.manifests.base import split_ref
 from orlojd.core.manifests.policies import Policy
 from orlojd.core.manifests.registry import validate_object
 from orlojd.engine.workers import TaskDeferred, TaskFailed, TaskHandedOff
@@ -147,6 +148,8 @@ class Gate:
         revision = None if indexed is None else indexed.revision
         approval: ApprovalView | None = None
         if decision.verdict is Verdict.APPROVAL_REQUIRED:
+            assert indexed is not None
+            request = replace(request, needs=_all_needs(indexed.context, request))  # what approvers are shown
             digest = call_digest(str(agent), tool, arguments)
             approval = self.approvals.find_one(task.id, tool, digest)
             if approval is None or approval.state is ApprovalState.PENDING:
@@ -276,6 +279,13 @@ class Gate:
     def charge(self, call_id: str, prompt_tokens: int, completion_tokens: int, model: str) -> bool:
         """Charge a finished model call with the usage the provider reported (once per call id)."""
         return self.ledger.settle_run(call_id, prompt_tokens, completion_tokens, model, self.now())
+
+
+def _all_needs(context: GovernanceContext, request: CallRequest) -> tuple[Pair, ...]:
+    """The pairs the call needs: the request's and the Tool's ``requires`` (as the decision saw them)."""
+    tool = context.tools.get(split_ref(request.tool, request.agent.namespace))
+    required = () if tool is None else tuple((p.access.value, p.resource) for p in tool.spec.requires)
+    return tuple(dict.fromkeys((*request.needs, *required)))
 
 
 def _agent_of(task: ClaimedTask) -> ResourceKey:

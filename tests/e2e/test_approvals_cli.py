@@ -139,7 +139,7 @@ def test_a_call_waits_for_approval_then_runs_once_approved_or_fails_when_denied(
         assert (q3["tool"], q3["state"], q3["requested_by"], q3["required"]) == ("flag-issues", "pending", AUTHOR, 1)
         assert q3["digest"].startswith("sha256:") and q3["digest"] != q4["digest"]
         assert "[redacted]" in q3["preview"] and "sk-not-for-approvers" not in q3["preview"]
-        assert "Q3 gap" in q3["preview"]
+        assert "Q3 gap" in q3["preview"] and q3["needs"] == [["write", "issue_tracker"]]
 
         own = cli("approve", q3["id"], "--as", AUTHOR, *state)
         assert own.code == 1 and "nobody approves their own request" in own.stderr

@@ -463,16 +463,7 @@ def test_a_vote_after_the_timeout_expires_the_approval(world: World) -> None:
     assert world.view(claim.id).state is TaskState.FAILED
 
 
-def test_expiry_compares_instants_not_wall_clock_text(world: World, request: pytest.FixtureRequest) -> None:
-    if world.store.engine.dialect.name == "sqlite":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="adapters/approvals.py does not normalise `now` to UTC (the queue and the ledger do); "
-                "SQLite stores the wall-clock text without its offset, so 12:05Z written as 14:05+02:00 "
-                "compares past a 12:10Z expiry",
-            )
-        )
+def test_expiry_compares_instants_not_wall_clock_text(world: World) -> None:
     world.apply(policy_yaml(timeout="10m"))
     claim = world.started()
     approval = world.parked(claim)
