@@ -18,7 +18,7 @@ from pools import DEADLINE, T0, Clock, start_pool, wait_for, waited
 
 from orlojd.adapters.queue import ClaimedTask, TaskQueue, TaskState, TaskView
 from orlojd.core.manifests.agents import RetryPolicy
-from orlojd.engine.workers import PoolOptions, TaskFailed, WorkerPool
+from orlojd.engine.workers import PoolOptions, TaskDeferred, TaskFailed, TaskHandedOff, WorkerPool
 
 LEASE = timedelta(seconds=30)
 FAST = PoolOptions(size=1, lease=LEASE, renew_every=timedelta(seconds=10), idle_wait=0.02)
@@ -211,3 +211,47 @@ def test_drain_stops_claiming_and_returns_true_once_running_tasks_finish(
     untouched = view(queue, second)
     assert (untouched.state, untouched.attempts) == (TaskState.PENDING, 0)
     assert ran == ["first"]
+
+
+def test_a_deferred_task_waits_until_its_time_without_spending_an_attempt(
+    queue: TaskQueue, pools: list[WorkerPool]
+) -> None:
+    clock = Clock(T0)
+    until = T0 + timedelta(seconds=60)
+    calls: list[int] = []
+
+    def budget_bound(task: ClaimedTask, cancelled: threading.Event) -> dict[str, Any]:
+        calls.append(task.attempts)
+        if len(calls) == 1:
+            raise TaskDeferred(until, "maxTokensPerMinute reached; retry when the minute frees up")
+        return {"ran": True}
+
+    task_id = enqueue(queue, "bounded", max_attempts=1)
+    pool = start_pool(pools, WorkerPool(queue, budget_bound, FAST, "node-a", now=clock))
+    wait_for(lambda: view(queue, task_id).available_at == until, "the task to be deferred")
+    deferred = view(queue, task_id)
+    assert (deferred.state, deferred.attempts, deferred.lease_owner) == (TaskState.PENDING, 0, None)
+    assert deferred.last_error is not None and "maxTokensPerMinute" in deferred.last_error
+    clock.at = until
+    pool.wake()
+    wait_for(lambda: view(queue, task_id).state is TaskState.SUCCEEDED, "the deferred task to run on its one attempt")
+    assert calls == [1, 1]
+
+
+def test_a_task_the_executor_handed_off_is_left_as_the_executor_wrote_it(
+    queue: TaskQueue, pools: list[WorkerPool]
+) -> None:
+    handed = threading.Event()
+
+    def hands_off(task: ClaimedTask, cancelled: threading.Event) -> dict[str, Any]:
+        handed.set()  # the governance gate has moved the task on in the store itself (parked or failed it)
+        raise TaskHandedOff("waiting for approval ap-1")
+
+    task_id = enqueue(queue, "handed")
+    start_pool(pools, WorkerPool(queue, hands_off, FAST, "node-a", now=Clock(T0)))
+    waited(handed, "the executor to hand the task off")
+    assert pools[0].drain(DEADLINE)
+    left = view(queue, task_id)
+    assert (left.state, left.attempts, left.last_error) == (TaskState.RUNNING, 1, None), (
+        "the worker wrote nothing: no failure, no retry"
+    )
