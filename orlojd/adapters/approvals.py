@@ -36,6 +36,7 @@ from sqlalchemy.engine import Connection
 
 from orlojd.adapters.audit import AuditEvent, insert
 from orlojd.adapters.clock import utc
+from orlojd.adapters.queue import released
 from orlojd.adapters.queue_sql import TASKS, TaskState
 from orlojd.adapters.store import Store, stored_time
 from orlojd.adapters.tables import ApprovalRow, ApprovalVoteRow
@@ -166,25 +167,8 @@ class Approvals:
     ) -> ApprovalView | None:
         """Park the task and record (or find) its pending approval; None if the claim is stale."""
         now = utc(now)
-        t = TASKS
         expires = now + policy.timeout
-        park = (
-            sa.update(t)
-            .where(
-                t.c.id == task_id,
-                t.c.lease_owner == worker,
-                t.c.fencing_token == fencing_token,
-                t.c.state == TaskState.RUNNING.value,
-            )
-            .values(
-                state=TaskState.WAITING_APPROVAL.value,
-                lease_owner=None,
-                lease_until=None,
-                attempts=t.c.attempts - 1,
-                available_at=expires,
-                updated_at=now,
-            )
-        )
+        park = released(task_id, worker, fencing_token, TaskState.WAITING_APPROVAL, now, expires)
         with self.store.writing("recording an approval request") as connection:
             if connection.execute(park).rowcount != 1:
                 return None

@@ -48,7 +48,7 @@ from orlojd.adapters.queue_sql import TASKS, Prepared, TaskState, hot_statements
 from orlojd.adapters.store import Store, StoreError, stored_time
 from orlojd.adapters.tables import TaskRequestRow
 
-__all__ = ["ClaimedTask", "ControlOutcome", "TaskQueue", "TaskState", "TaskView"]
+__all__ = ["ClaimedTask", "ControlOutcome", "TaskQueue", "TaskState", "TaskView", "released"]
 
 SQLITE_RETURNING = (3, 35, 0)
 
@@ -248,25 +248,7 @@ class TaskQueue:
     ) -> bool:
         """Give the claim back until ``until`` without counting its attempt (a call waiting for its
         token budget); False (nothing written) for a stale claim."""
-        t = TASKS
-        statement = (
-            sa.update(t)
-            .where(
-                t.c.id == task_id,
-                t.c.lease_owner == worker_id,
-                t.c.fencing_token == fencing_token,
-                t.c.state == TaskState.RUNNING.value,
-            )
-            .values(
-                state=TaskState.PENDING.value,
-                lease_owner=None,
-                lease_until=None,
-                attempts=t.c.attempts - 1,
-                available_at=utc(until),
-                last_error=reason,
-                updated_at=utc(now),
-            )
-        )
+        statement = released(task_id, worker_id, fencing_token, TaskState.PENDING, now, until, reason)
         with self._write() as connection:
             return connection.execute(statement).rowcount == 1
 
@@ -496,6 +478,47 @@ class TaskQueue:
 
     def _read(self) -> AbstractContextManager[Connection]:
         return self.store.reading("task queue")
+
+
+def released(
+    task_id: str,
+    worker_id: str,
+    fencing_token: int,
+    state: TaskState,
+    now: datetime,
+    available_at: datetime | None = None,
+    error: str | None = None,
+) -> sa.Update:
+    """The fenced update that takes a running claim out of its worker's hands: ``failed`` (ended,
+    with ``error``), or back to ``state`` from ``available_at`` without counting the attempt
+    (``pending``: a deferred call; ``waiting_approval``: a parked one). Matches no row when the
+    claim is stale. Run it in the transaction that records why (an approval, an audit event)."""
+    t = TASKS
+    now = utc(now)
+    if state is TaskState.FAILED:
+        values = _ended(state, now, error)
+    else:
+        assert available_at is not None, "a released claim needs the time it is claimable again"
+        values = {
+            "state": state.value,
+            "lease_owner": None,
+            "lease_until": None,
+            "attempts": t.c.attempts - 1,
+            "available_at": utc(available_at),
+            "updated_at": now,
+        }
+        if error is not None:
+            values["last_error"] = error
+    return (
+        sa.update(t)
+        .where(
+            t.c.id == task_id,
+            t.c.lease_owner == worker_id,
+            t.c.fencing_token == fencing_token,
+            t.c.state == TaskState.RUNNING.value,
+        )
+        .values(**values)
+    )
 
 
 def _ended(state: TaskState, now: datetime, error: str | None = None) -> dict[str, Any]:

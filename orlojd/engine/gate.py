@@ -30,14 +30,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
-
 from orlojd.adapters import clock
 from orlojd.adapters.approvals import Approvals, ApprovalState, ApprovalView
 from orlojd.adapters.audit import AuditEvent, AuditLog, decision_event, insert
 from orlojd.adapters.budgets import BudgetLedger
-from orlojd.adapters.queue import ClaimedTask
-from orlojd.adapters.queue_sql import TASKS, TaskState
+from orlojd.adapters.queue import ClaimedTask, TaskState, released
 from orlojd.adapters.store import Store
 from orlojd.core.call_policy import CallPolicy, call_digest, call_policy, redacted_preview
 from orlojd.core.effective import Pair
@@ -223,19 +220,7 @@ class Gate:
 
     def _fail(self, task: ClaimedTask, event: AuditEvent, error: str, now: datetime) -> None:
         """End the run ``failed`` with the decision's audit event, in one transaction (fenced)."""
-        t = TASKS
-        statement = (
-            sa.update(t)
-            .where(t.c.id == task.id, t.c.lease_owner == task.worker, t.c.fencing_token == task.fencing_token)
-            .values(
-                state=TaskState.FAILED.value,
-                lease_owner=None,
-                lease_until=None,
-                finished_at=now,
-                updated_at=now,
-                last_error=error,
-            )
-        )
+        statement = released(task.id, task.worker, task.fencing_token, TaskState.FAILED, now, error=error)
         with self.store.writing("failing a denied run") as connection:
             if connection.execute(statement).rowcount == 1:
                 insert(connection, event)
