@@ -357,7 +357,7 @@ def _votes(connection: Connection, approval_id: str) -> tuple[Vote, ...]:
 
 
 def _when(value: Any) -> datetime:
-    moment = stored_time(value if isinstance(value, datetime) else datetime.fromisoformat(str(value)))
+    moment = stored_time(value)
     assert moment is not None
     return moment
 

@@ -142,7 +142,7 @@ class AuditLog:
 
 
 def _event(row: Any) -> AuditEvent:
-    at = stored_time(row["at"] if isinstance(row["at"], datetime) else datetime.fromisoformat(str(row["at"])))
+    at = stored_time(row["at"])
     assert at is not None
     return AuditEvent(
         event=row["event"],

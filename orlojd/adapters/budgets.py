@@ -184,9 +184,7 @@ def _usage(connection: Connection, agent: str, task_id: str | None, now: datetim
         "since": min(minute_from, midnight),
     }
     row = connection.execute(USAGE, values).one()
-    oldest = row[1]
-    if isinstance(oldest, str):  # SQLite may hand back the stored text of a computed column
-        oldest = datetime.fromisoformat(oldest)
+    oldest = row[1]  # SQLite hands back the stored text of a computed column; stored_time parses it
     return Usage(
         minute_tokens=_count(row[0]),
         run_tokens=_count(row[2]),

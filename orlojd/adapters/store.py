@@ -63,10 +63,13 @@ def sqlite_url(state_dir: Path) -> str:
     return f"sqlite:///{state_dir / 'state.db'}"
 
 
-def stored_time(moment: datetime | None) -> datetime | None:
-    """A timestamp read back, in UTC: SQLite returns naive UTC, PostgreSQL aware in the session's zone."""
+def stored_time(moment: datetime | str | None) -> datetime | None:
+    """A timestamp read back, in UTC: SQLite returns naive UTC (as text from a raw or computed
+    column), PostgreSQL aware in the session's zone."""
     if moment is None:
         return None
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
