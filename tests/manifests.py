@@ -12,3 +12,25 @@ spec:
   defaultModel: demo
 """
 """The offline scripted ModelEndpoint that most test agents use (``modelRef: offline``)."""
+
+ANNOUNCED_AGENT = """\
+apiVersion: orloj.dev/v1
+kind: Agent
+metadata:
+  name: compliance-checker
+spec:
+  model: gpt-4
+  tools:
+    - name: scan-documents
+      permissions:
+        - read: compliance_docs
+    - name: flag-issues
+      permissions:
+        - write: issue_tracker
+  governance:
+    maxTokensPerMinute: 8000
+    requireApproval:
+      - write: issue_tracker
+    auditLog: true
+"""
+"""The announcement's compliance checker, verbatim (../shared/seed/introducing-orloj.txt, lines 20-38)."""

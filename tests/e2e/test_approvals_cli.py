@@ -14,32 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from manifests import OFFLINE_ENDPOINT
+from manifests import ANNOUNCED_AGENT, OFFLINE_ENDPOINT
 from serve_harness import Origin, Served, wait_for
 
 pytestmark = pytest.mark.e2e
 
 AUTHOR = "author@example.invalid"  # tests/conftest.py GIT_ENV: who pushed the Tasks
 
-AGENT = """\
-apiVersion: orloj.dev/v1
-kind: Agent
-metadata:
-  name: compliance-checker
-spec:
-  modelRef: offline
-  tools:
-    - name: scan-documents
-      permissions:
-        - read: compliance_docs
-    - name: flag-issues
-      permissions:
-        - write: issue_tracker
-  governance:
-    maxTokensPerRun: 50000
-    requireApproval:
-      - write: issue_tracker
-"""
+# The announcement's compliance checker on the offline model, with a per-run budget.
+AGENT = ANNOUNCED_AGENT.replace("model: gpt-4", "modelRef: offline").replace(
+    "    maxTokensPerMinute: 8000\n", "    maxTokensPerMinute: 8000\n    maxTokensPerRun: 50000\n"
+)
+
 
 TOOLS = """\
 apiVersion: orloj.dev/v1

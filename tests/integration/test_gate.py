@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from conftest import GIT_ENV, GitRepo
+from manifests import ANNOUNCED_AGENT
 from pools import T0, Clock, start_pool, wait_for
 
 from orlojd.adapters.approvals import Approvals, ApprovalState, ApprovalView, VoteOutcome
@@ -38,31 +39,13 @@ ALICE, BOB, MALLORY = "alice@example.invalid", "bob@example.invalid", "mallory@e
 AGENT = "Agent/default/compliance-checker"
 AGENT_KEY = ResourceKey("Agent", "default", "compliance-checker")
 LEASE = timedelta(seconds=30)
+# The announcement's compliance checker, with a per-run budget.
+AGENT_YAML = ANNOUNCED_AGENT.replace(
+    "    maxTokensPerMinute: 8000\n", "    maxTokensPerMinute: 8000\n    maxTokensPerRun: 1000\n"
+)
 READ_ARGS: dict[str, Any] = {"path": "reports/2026-q3"}
 WRITE_ARGS: dict[str, Any] = {"issue": "missing signature on page 4", "api_key": "sk-live-0123456789"}
 
-# The announcement's compliance checker (/work/shared/seed/introducing-orloj.txt), with a per-run budget.
-AGENT_YAML = """\
-apiVersion: orloj.dev/v1
-kind: Agent
-metadata:
-  name: compliance-checker
-spec:
-  model: gpt-4
-  tools:
-    - name: scan-documents
-      permissions:
-        - read: compliance_docs
-    - name: flag-issues
-      permissions:
-        - write: issue_tracker
-  governance:
-    maxTokensPerMinute: 8000
-    maxTokensPerRun: 1000
-    requireApproval:
-      - write: issue_tracker
-    auditLog: true
-"""
 
 TOOLS_YAML = """\
 apiVersion: orloj.dev/v1

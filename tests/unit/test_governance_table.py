@@ -23,6 +23,7 @@ from typing import Any, cast
 
 import pytest
 from _pytest.mark.structures import ParameterSet
+from manifests import ANNOUNCED_AGENT
 
 from orlojd.core import governance
 from orlojd.core.desired import load_file
@@ -39,27 +40,6 @@ R = ReasonCode
 
 # -- manifests as YAML text ------------------------------------------------------------------------------------------
 
-# The announcement's agent, verbatim (/work/shared/seed/introducing-orloj.txt, lines 20-38).
-ANNOUNCED_AGENT = """\
-apiVersion: orloj.dev/v1
-kind: Agent
-metadata:
-  name: compliance-checker
-spec:
-  model: gpt-4
-  tools:
-    - name: scan-documents
-      permissions:
-        - read: compliance_docs
-    - name: flag-issues
-      permissions:
-        - write: issue_tracker
-  governance:
-    maxTokensPerMinute: 8000
-    requireApproval:
-      - write: issue_tracker
-    auditLog: true
-"""
 # The same agent with a per-run budget: the gate's budget rule reads maxTokensPerRun only.
 BUDGETED_AGENT = ANNOUNCED_AGENT.replace(
     "    maxTokensPerMinute: 8000\n", "    maxTokensPerMinute: 8000\n    maxTokensPerRun: 4000\n"
