@@ -269,10 +269,17 @@ class Approvals:
             )
             approvals = 1 + sum(v.verdict == "approve" for v in view.votes)
             if not approve:
-                self._end(connection, view, ApprovalState.DENIED, now, f"denied by {approver}: {reason or 'no reason'}")
+                self._end(
+                    connection,
+                    view,
+                    ApprovalState.DENIED,
+                    now,
+                    f"denied by {approver}: {reason or 'no reason'}",
+                    approver,
+                )
                 outcome, message = VoteOutcome.DENIED, f"{approval_id} denied"
             elif approvals >= view.policy.required:
-                self._end(connection, view, ApprovalState.APPROVED, now, f"approved by {approver}")
+                self._end(connection, view, ApprovalState.APPROVED, now, f"approved by {approver}", approver)
                 outcome, message = VoteOutcome.APPROVED, f"{approval_id} approved; task {view.task_id} resumes"
             else:
                 outcome = VoteOutcome.RECORDED
@@ -295,7 +302,15 @@ class Approvals:
                 )
             return len(rows)
 
-    def _end(self, connection: Connection, view: ApprovalView, state: ApprovalState, now: datetime, why: str) -> None:
+    def _end(
+        self,
+        connection: Connection,
+        view: ApprovalView,
+        state: ApprovalState,
+        now: datetime,
+        why: str,
+        actor: str = "daemon",
+    ) -> None:
         """Decide the approval and move its task on, with the audit event, on ``connection``."""
         connection.execute(
             sa.update(APPROVALS)
@@ -316,7 +331,8 @@ class Approvals:
                 )
             )
         insert(
-            connection, _event(f"approval_{state.value}", now, view.task_id, view.agent, view.tool, view.id, why=why)
+            connection,
+            _event(f"approval_{state.value}", now, view.task_id, view.agent, view.tool, view.id, why=why, actor=actor),
         )
 
     # -- listings ---------------------------------------------------------------------------
@@ -344,7 +360,20 @@ def _event(
         "approval_expired": "approval_expired",
         "approval_requested": "approval_required",
     }.get(name)
-    return AuditEvent(name, now, task_id, agent, tool, verdict, reason, None, {"approval": approval_id, **detail})
+    actor = str(detail.pop("actor", None) or detail.get("approver") or "daemon")
+    return AuditEvent(
+        name,
+        now,
+        task_id,
+        agent,
+        tool,
+        verdict,
+        reason,
+        None,
+        {"approval": approval_id, **detail},
+        actor=actor,
+        subject=f"task:{task_id}",
+    )
 
 
 def _votes(connection: Connection, approval_id: str) -> tuple[Vote, ...]:

@@ -45,6 +45,8 @@ class AuditEvent:
     revision: str | None = None
     detail: Mapping[str, Any] = field(default_factory=dict)
     id: int | None = None
+    actor: str | None = None  # who: the daemon, a worker id, an approver
+    subject: str | None = None  # what about: Kind/namespace/name, task:<id>
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -57,6 +59,8 @@ class AuditEvent:
             "verdict": self.verdict,
             "reason": self.reason,
             "revision": self.revision,
+            "actor": self.actor,
+            "subject": self.subject,
             "detail": dict(self.detail),
         }
 
@@ -116,6 +120,8 @@ def insert(connection: Connection, event: AuditEvent) -> None:
             "reason": event.reason,
             "revision": event.revision,
             "detail": json.dumps(dict(event.detail), sort_keys=True, separators=(",", ":")),
+            "actor": event.actor,
+            "subject": event.subject,
         },
     )
 
@@ -155,4 +161,6 @@ def _event(row: Any) -> AuditEvent:
         revision=row["revision"],
         detail=json.loads(row["detail"]),
         id=row["id"],
+        actor=row["actor"],
+        subject=row["subject"],
     )

@@ -29,7 +29,7 @@ from orlojd.core.conditions import Condition
 from orlojd.core.keys import ResourceKey
 from orlojd.errors import OrlojError
 
-SCHEMA_HEAD = "0005"
+SCHEMA_HEAD = "0006"
 MIGRATION_LOCK_KEY = 0x6F726C6F6A64  # "orlojd": one advisory lock key for schema upgrades
 HISTORY_KEPT = 10
 
@@ -432,6 +432,13 @@ def _record_history(
         "summary": json.dumps(summary, sort_keys=True),
     }
     connection.execute(history.insert(), [row])
+    from orlojd.adapters.audit import AuditEvent, insert  # audit reads the store: imported here, not at the top
+
+    counts = {k: v for k, v in summary.items() if isinstance(v, int | float | str | bool)}
+    insert(
+        connection,
+        AuditEvent(f"reconcile_{result}", now, revision=revision, detail=counts, actor="daemon", subject="repository"),
+    )
     newest = sa_select(history.c.id).order_by(history.c.id.desc()).limit(HISTORY_KEPT)
     keep = [r[0] for r in connection.execute(newest)]
     connection.execute(history.delete().where(history.c.id.not_in(keep)))

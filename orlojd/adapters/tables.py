@@ -152,6 +152,8 @@ class GovernanceEventRow(SQLModel, table=True):
     reason: str | None = Field(default=None, max_length=40)
     revision: str | None = Field(default=None, max_length=64)
     detail: str = "{}"
+    actor: str | None = Field(default=None, max_length=200)
+    subject: str | None = Field(default=None, max_length=600)
 
 
 class ApprovalRow(SQLModel, table=True):

@@ -154,7 +154,9 @@ def test_a_call_waits_for_approval_then_runs_once_approved_or_fails_when_denied(
 
         events = (
             served.store.rows(
-                "SELECT event, verdict, reason FROM governance_events WHERE task_id = :t ORDER BY id", t=q3_id
+                "SELECT event, verdict, reason FROM governance_events "
+                "WHERE task_id = :t AND event NOT LIKE 'task_%' ORDER BY id",
+                t=q3_id,
             )
             or []
         )

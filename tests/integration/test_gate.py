@@ -192,7 +192,9 @@ class World:
         return found
 
     def events(self, task_id: str, name: str | None = None) -> list[AuditEvent]:
-        return [e for e in self.audit.list_all(task_id=task_id) if name is None or e.event == name]
+        """The run's governance events (its task_* transitions, written by the store's triggers, left out)."""
+        found = self.audit.list_all(task_id=task_id)
+        return [e for e in found if not e.event.startswith("task_") and (name is None or e.event == name)]
 
     def parked(self, claim: ClaimedTask, tool: str = "flag-issues", args: dict[str, Any] | None = None) -> ApprovalView:
         """Make the call that needs an approval; the task parks; the pending approval."""
