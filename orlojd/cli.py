@@ -32,6 +32,7 @@ app = typer.Typer(
 
 def _register_subcommands() -> None:
     from orlojd.cli_approvals import approvals_app, approve, deny
+    from orlojd.cli_audit import audit_app, notes_app, state_app
     from orlojd.cli_governance import can_i
     from orlojd.cli_serve import serve, worker
     from orlojd.cli_tasks import dlq_app, task_app
@@ -44,6 +45,9 @@ def _register_subcommands() -> None:
     app.command()(approve)
     app.command()(deny)
     app.add_typer(approvals_app, name="approvals")
+    app.add_typer(audit_app, name="audit")
+    app.add_typer(notes_app, name="notes")
+    app.add_typer(state_app, name="state")
 
 
 class OutputFormat(StrEnum):

@@ -121,6 +121,15 @@ def serve(
         ),
     ] = None,
     executor: ExecutorOption = "placeholder",
+    audit_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--audit-key",
+            envvar="ORLOJD_AUDIT_KEY",
+            help="Ed25519 SSH private key that signs the audit notes (default: the systemd credential "
+            "orlojd-audit-key, else audit_ed25519 in the state folder, made on first start)",
+        ),
+    ] = None,
 ) -> None:
     """Run the GitOps daemon: apply every new commit of the branch, hold the last good one on errors."""
     from orlojd import logs
@@ -156,6 +165,7 @@ def serve(
         subdir=subdir,
         executor=_executor(executor),
         workers=workers,
+        audit_key=audit_key,
     )
     daemon = Daemon(options, env)
     daemon.install_signals()

@@ -64,6 +64,13 @@ class ApprovalSettings(Group):
     )
 
 
+class AuditSettings(Group):
+    allowed_signers: Annotated[str | None, Field(alias="allowedSigners")] = Field(
+        default=None,
+        description="allowed_signers file orlojd audit verify trusts (default: the daemon's own key)",
+    )
+
+
 class LogSettings(Group):
     format: Literal["text", "json"] = "text"
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -80,6 +87,7 @@ class Settings(Group):
     log: LogSettings = Field(default_factory=LogSettings)
     workers: WorkerSettings = Field(default_factory=WorkerSettings)
     approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
 
 
 def parse_settings(display: str, content: bytes) -> tuple[Settings | None, list[Diagnostic]]:

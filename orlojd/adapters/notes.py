@@ -157,10 +157,17 @@ def _check_batch(notes: Mapping[str, Sequence[str]]) -> None:
                 raise ValueError(f"note line {line!r} for {oid} must be non-empty and hold no line break")
 
 
-class AuditNotes:
-    """The audit notes ref of one repository, written with one signing key."""
+def read_notes(repo: Path, ref: str = REF) -> dict[str, list[str]]:
+    """Every note at the tip of ``ref`` in ``repo`` (annotated id -> its lines); for readers (no key)."""
+    return AuditNotes(repo, None, ref=ref).read()
 
-    def __init__(self, repo: Path, key: SigningKey, ident: str = "orlojd <orlojd@localhost>", ref: str = REF) -> None:
+
+class AuditNotes:
+    """The audit notes ref of one repository, written with one signing key (None: read only)."""
+
+    def __init__(
+        self, repo: Path, key: SigningKey | None, ident: str = "orlojd <orlojd@localhost>", ref: str = REF
+    ) -> None:
         if not ref.startswith(_NOTES_PREFIX):
             raise ValueError(f"{ref!r} is not a notes ref (refs/notes/...)")
         self.repo = repo
@@ -237,6 +244,8 @@ class AuditNotes:
     def _commit(self, tree: str, parents: Sequence[str], message: str, when: int | None, expected: str | None) -> str:
         """Sign and store a notes commit, then move the ref from ``expected`` to it (compare-and-swap)."""
         moment = int(clock.now().timestamp()) if when is None else when
+        if self.key is None:
+            raise ValueError("these notes were opened read-only (no signing key)")
         raw = signed_commit(self.key, tree, parents, self.ident, moment, message)
         new = run_git(self.repo, "hash-object", "-t", "commit", "-w", "--stdin", input_bytes=raw).decode().strip()
         self._swap(new, expected)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -243,6 +244,19 @@ class Store:
     def applied_revision_one(self) -> str | None:
         return self.meta_all().get("applied_revision")
 
+    def store_id_one(self) -> str:
+        """This store's own random id, made on first use: the audit writer id of whoever drains it."""
+        meta = MetaRow.__table__  # type: ignore[attr-defined]
+        found = self.meta_all().get("store_id")
+        if found:
+            return found
+        with self.writing("naming the store") as connection:
+            found = connection.execute(sa_select(meta.c.value).where(meta.c.key == "store_id")).scalar()
+            if found is None:
+                found = uuid.uuid4().hex[:16]
+                connection.execute(meta.insert(), [{"key": "store_id", "value": found}])
+        return str(found)
+
     def status_all(self) -> list[StatusRecord]:
         with self._session() as session:
             inventory = {(r.kind, r.namespace, r.name): r.digest for r in session.exec(select(InventoryRow)).all()}
@@ -285,8 +299,10 @@ class Store:
         started_at: datetime,
         now: datetime,
         fingerprint: str,
+        history: bool = True,
     ) -> None:
-        """Write one apply in one transaction: inventory, status, applied revision, history."""
+        """Write one apply in one transaction: inventory, status, applied revision, history (and its
+        audit event; ``history=False`` for ``orlojd state rebuild``, which restores those from the notes)."""
         inventory = InventoryRow.__table__  # type: ignore[attr-defined]
         status = ObjectStatusRow.__table__  # type: ignore[attr-defined]
         meta = MetaRow.__table__  # type: ignore[attr-defined]
@@ -345,7 +361,8 @@ class Store:
                     {"key": "inventory_fingerprint", "value": fingerprint},
                 ],
             )
-            _record_history(connection, revision, "applied", summary, started_at, now)
+            if history:
+                _record_history(connection, revision, "applied", summary, started_at, now)
             session.commit()
 
     def record_reconcile_run(

@@ -72,10 +72,13 @@ def apply_revision(
     saved_plan: Path | None = None,
     planner: Planner | None = None,
     hold: frozenset[ResourceKey] = frozenset(),
+    restore: bool = False,
 ) -> ApplyResult:
     """Apply the commit ``rev``; return whether anything was written.
 
     ``hold`` names objects not to write this time (the daemon's drift-loop breaker).
+    ``restore`` (``orlojd state rebuild``): write the inventory only: no Task is queued (they ran
+    before) and no history or audit event is recorded (those come back from the notes).
     """
     started = clock.now()
     planned = (planner or Planner(ws, store)).plan(rev, confirm_prune)
@@ -103,9 +106,20 @@ def apply_revision(
         after.pop(key, None)
     # Queue first: if recording the apply then fails, the retry re-plans the same changes and the
     # queue's (task, digest) uniqueness makes the second enqueue a no-op. Nothing is lost either way.
-    author = _author(ws, report.head) if any(u.key.kind == "Task" for u in upserts) else None
-    enqueue_tasks(store, planned, upserts, now, author)
-    store.apply_run(report.head, upserts, deletes, conditions, summary, started, now, fingerprint(after, report.head))
+    author = _author(ws, report.head) if not restore and any(u.key.kind == "Task" for u in upserts) else None
+    if not restore:
+        enqueue_tasks(store, planned, upserts, now, author)
+    store.apply_run(
+        report.head,
+        upserts,
+        deletes,
+        conditions,
+        summary,
+        started,
+        now,
+        fingerprint(after, report.head),
+        history=not restore,
+    )
     cancel_deleted_tasks(store, deletes, report.head, now)  # after: a failed apply cancels nothing
     return ApplyResult(planned, True)
 

@@ -32,14 +32,17 @@ from pathlib import Path
 from typing import Any
 
 from orlojd.adapters import clock
+from orlojd.adapters.gitrepo import run_git
 from orlojd.adapters.locks import DaemonLock
 from orlojd.adapters.signatures import SignaturePolicy, VerifyMode, verify
 from orlojd.adapters.source import GitSource
+from orlojd.adapters.sshsig import ensure_key
 from orlojd.adapters.store import Store, StoreError
 from orlojd.adapters.systemd import Notifier
 from orlojd.core.keys import ResourceKey
 from orlojd.core.webhooks import WebhookSecrets
 from orlojd.engine.applying import ApplyRefused, apply_revision
+from orlojd.engine.audit_outbox import AuditOutbox, periodic_drain
 from orlojd.engine.planning import Planner
 from orlojd.engine.runtime import TaskRuntime
 from orlojd.engine.workspace import Workspace
@@ -69,6 +72,18 @@ class DaemonOptions:
     executor: str = "placeholder"
     workers: int | None = None  # embedded worker threads; None: workers.size from orlojd.yaml
     drain_grace: float = 20.0  # seconds SIGTERM waits for running tasks
+    audit_key: Path | None = None  # signs the audit notes; None: systemd credential, else made in state_dir
+    audit_every: float = 0.5  # seconds between drains of the audit outbox into notes
+
+
+AUDIT_CREDENTIAL = "orlojd-audit-key"  # systemd LoadCredential= name of the audit signing key
+
+
+def _has_origin(repo: Path) -> bool:
+    try:
+        return bool(run_git(repo, "remote").decode().split().count("origin"))
+    except GitError:
+        return False
 
 
 def _condition(kind: str, status: bool, reason: str, message: str, revision: str | None) -> dict[str, Any]:
@@ -87,6 +102,7 @@ class Daemon:
 
     def __init__(self, options: DaemonOptions, env: Mapping[str, str]) -> None:
         self.options = options
+        self.env = env
         self.notifier = Notifier.from_env(env)
         self.stop = threading.Event()
         self.wake = threading.Event()
@@ -94,6 +110,7 @@ class Daemon:
         self.resync_due = threading.Event()
         self.store: Store | None = None
         self.source: GitSource | None = None
+        self.outbox: AuditOutbox | None = None
         self.planner: Planner | None = None
         self.last_attempted: str | None = None
         self.ready = False
@@ -148,10 +165,14 @@ class Daemon:
                 self.store,
                 options.executor,
                 options.workers,
-                periodic=[("resync", options.resync_interval, self.request_resync)],
+                periodic=[
+                    ("resync", options.resync_interval, self.request_resync),
+                    ("audit-notes", options.audit_every, periodic_drain(lambda: self.outbox)),
+                ],
             )
             self.runtime.start()
             self.source = GitSource(options.repo, options.branch, options.state_dir)
+            self.outbox = self._audit_outbox(self.source)
             if not self.source.is_remote:
                 self.source.watch(self.trigger, self.stop)
             if options.listen is not None:
@@ -165,6 +186,7 @@ class Daemon:
                 server.shutdown()
             if self.runtime is not None:
                 self.runtime.stop(options.drain_grace)
+            self._flush_audit()
             lock.release()
             self.store.close()
             log.info("stopped", extra={"event": "stopped"})
@@ -337,6 +359,39 @@ class Daemon:
         self.notifier.status(f"stalled: {reason}")
         if self.on_reconciled is not None:
             self.on_reconciled()
+
+    def _audit_outbox(self, source: GitSource) -> AuditOutbox:
+        """The outbox into the notes of the repository the daemon runs, signed with its key."""
+        assert self.store is not None
+        credential = None
+        directory = self.env.get("CREDENTIALS_DIRECTORY")
+        if self.options.audit_key is None and directory and (Path(directory) / AUDIT_CREDENTIAL).is_file():
+            credential = AUDIT_CREDENTIAL
+        key, generated = ensure_key(self.options.audit_key, credential, self.options.state_dir, self.env)
+        if generated:
+            log.warning(
+                "made an audit signing key: %s; trust it with: orlojd audit verify --allowed-signers FILE "
+                '(line: orlojd namespaces="git" %s)',
+                key.path,
+                key.public_line,
+                extra={"event": "audit_key_created", "fingerprint": key.fingerprint},
+            )
+        log.info(
+            "audit notes signed by %s",
+            key.fingerprint,
+            extra={"event": "audit_key", "fingerprint": key.fingerprint, "public_key": key.public_line},
+        )
+        remote = source.location.remote or ("origin" if _has_origin(source.location.repo) else None)
+        return AuditOutbox(self.store, source.location.repo, key, remote)
+
+    def _flush_audit(self) -> None:
+        """At shutdown: note what is left in the outbox (a kill -9 skips this; the next start catches up)."""
+        if self.outbox is None:
+            return
+        try:
+            self.outbox.drain_all()
+        except Exception as exc:
+            log.warning("audit flush at shutdown failed: %s", exc, extra={"event": "audit_drain_error"})
 
     def _start_runtime_at(self, revision: str) -> None:
         """Run the tasks of the last good revision while a bad commit waits for its fix (after a restart)."""
