@@ -130,6 +130,12 @@ def serve(
             "orlojd-audit-key, else audit_ed25519 in the state folder, made on first start)",
         ),
     ] = None,
+    audit_every: Annotated[
+        str,
+        typer.Option(
+            "--audit-every", envvar="ORLOJD_AUDIT_EVERY", hidden=True, help="Period of the audit outbox drain"
+        ),
+    ] = "500ms",
 ) -> None:
     """Run the GitOps daemon: apply every new commit of the branch, hold the last good one on errors."""
     from orlojd import logs
@@ -166,6 +172,7 @@ def serve(
         executor=_executor(executor),
         workers=workers,
         audit_key=audit_key,
+        audit_every=_seconds(audit_every, "--audit-every"),
     )
     daemon = Daemon(options, env)
     daemon.install_signals()
