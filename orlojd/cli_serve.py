@@ -127,7 +127,7 @@ def serve(
             "--audit-key",
             envvar="ORLOJD_AUDIT_KEY",
             help="Ed25519 SSH private key that signs the audit notes (default: the systemd credential "
-            "orlojd-audit-key, else audit_ed25519 in the state folder, made on first start)",
+            "ssh-signing-key, else audit_ed25519 in the state folder, made on first start)",
         ),
     ] = None,
     audit_every: Annotated[

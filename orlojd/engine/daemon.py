@@ -76,7 +76,7 @@ class DaemonOptions:
     audit_every: float = 0.5  # seconds between drains of the audit outbox into notes
 
 
-AUDIT_CREDENTIAL = "orlojd-audit-key"  # systemd LoadCredential= name of the audit signing key
+AUDIT_CREDENTIAL = "ssh-signing-key"  # systemd LoadCredential= name of the audit signing key (systemd/orlojd.service)
 
 
 def _has_origin(repo: Path) -> bool:
