@@ -47,7 +47,7 @@ def _case(transitions: tuple[tuple[str, str], ...]) -> str:
 def _sqlite() -> list[str]:
     detail = (
         "json_object('task_key', NEW.task_key, 'state', NEW.state, 'attempts', NEW.attempts, "
-        "'fencing_token', NEW.fencing_token, 'error', NEW.last_error)"
+        "'claim', NEW.fencing_token, 'error', NEW.last_error)"
     )
     actor = "COALESCE(NEW.lease_owner, OLD.lease_owner, 'daemon')"
     return [
@@ -66,7 +66,7 @@ def _sqlite() -> list[str]:
 def _postgres() -> list[str]:
     detail = (
         "json_build_object('task_key', NEW.task_key, 'state', NEW.state, 'attempts', NEW.attempts, "
-        "'fencing_token', NEW.fencing_token, 'error', NEW.last_error)::text"
+        "'claim', NEW.fencing_token, 'error', NEW.last_error)::text"
     )
     return [
         f"""CREATE FUNCTION orlojd_audit_task() RETURNS trigger LANGUAGE plpgsql AS $$
