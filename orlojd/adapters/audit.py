@@ -21,6 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
 
 from orlojd.adapters.store import Store, stored_time
 from orlojd.adapters.tables import GovernanceEventRow
@@ -28,7 +29,10 @@ from orlojd.core.governance import CallRequest, Decision
 from orlojd.core.governance_index import Provenance
 
 EVENTS: sa.Table = GovernanceEventRow.__table__  # type: ignore[attr-defined]
+OUTBOX_LOCK = 7_466_017_220_331_418_709  # PostgreSQL advisory lock: event inserts shared, the drain exclusive
+LOCK_SHARED = sa.text("SELECT pg_advisory_xact_lock_shared(:k)")
 INSERT_EVENT = EVENTS.insert()  # built once: executed with a dict of values (no per-call statement building)
+FENCE_WAIT_MS = 1000  # how long a drain waits for event inserts in flight before trying again later
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +111,9 @@ def decision_event(
 
 
 def insert(connection: Connection, event: AuditEvent) -> None:
-    """Write ``event`` inside the caller's transaction."""
+    """Write ``event`` inside the caller's transaction (on PostgreSQL holding ``OUTBOX_LOCK`` shared)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(LOCK_SHARED, {"k": OUTBOX_LOCK})
     connection.execute(
         INSERT_EVENT,
         {
@@ -142,6 +148,31 @@ class AuditLog:
         query = sa.select(EVENTS).where(EVENTS.c.id > after_id).order_by(EVENTS.c.id).limit(limit)
         if task_id is not None:
             query = query.where(EVENTS.c.task_id == task_id)
+        with self.store.reading("reading audit events") as connection:
+            rows = connection.execute(query).mappings().all()
+        return [_event(row) for row in rows]
+
+    def drainable_all(self, after_id: int = 0, limit: int = 1000) -> list[AuditEvent]:
+        """The events after ``after_id`` that are final: no insert with a lower id can still commit.
+
+        SQLite commits in id order (one writer at a time). PostgreSQL takes ids at INSERT and shows
+        rows at COMMIT, so id n can appear after id n+1: every event insert holds the shared
+        advisory lock ``OUTBOX_LOCK`` until its commit, and this takes it exclusively for an
+        instant, when no insert is in flight, to read the highest id; only ids up to it are read.
+        Inserts still in flight after ``FENCE_WAIT_MS``: nothing is returned (never a guess).
+        """
+        if self.store.engine.dialect.name != "postgresql":
+            return self.list_all(after_id=after_id, limit=limit)
+        with self.store.errors("fencing the audit outbox"), self.store.engine.connect() as connection:
+            connection.execute(sa.text(f"SET LOCAL lock_timeout = '{FENCE_WAIT_MS}ms'"))
+            try:
+                connection.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": OUTBOX_LOCK})
+            except OperationalError:  # inserts kept it busy: nothing is final yet, the next drain tries again
+                connection.rollback()
+                return []
+            final = connection.execute(sa.select(sa.func.max(EVENTS.c.id))).scalar() or 0
+            connection.commit()
+        query = sa.select(EVENTS).where(EVENTS.c.id > after_id, EVENTS.c.id <= final).order_by(EVENTS.c.id).limit(limit)
         with self.store.reading("reading audit events") as connection:
             rows = connection.execute(query).mappings().all()
         return [_event(row) for row in rows]

@@ -34,7 +34,7 @@ from orlojd.adapters.notes import AuditNotes, NotesMoved
 from orlojd.adapters.sshsig import SigningKey
 from orlojd.adapters.store import Store
 from orlojd.core.audit_records import Head, chain, head_of, heads_message, merged_heads, parse_heads
-from orlojd.errors import GitError
+from orlojd.errors import GitError, OrlojError
 
 log = logging.getLogger("orlojd.audit")
 
@@ -71,7 +71,16 @@ class AuditOutbox:
         self._unpushed = remote is not None  # after a restart, push whatever an earlier run could not
 
     def heads(self, tip: str | None) -> dict[str, Head]:
-        return parse_heads(self.notes.message(tip)) if tip else {}
+        """The writers' heads anchored in ``tip``; an unreadable anchor stops the drain (never guessed)."""
+        if tip is None:
+            return {}
+        try:
+            return parse_heads(self.notes.message(tip))
+        except ValueError as exc:
+            raise OrlojError(
+                f"the audit notes tip {tip[:12]} has malformed heads ({exc}); not writing on top of it",
+                f"run orlojd audit verify --repo {self.repo}; restore {self.notes.ref} to the last good tip",
+            ) from None
 
     def drain_once(self) -> Drained:
         """Note the events after this writer's head (one batch), then push; see the module doc."""
@@ -79,7 +88,7 @@ class AuditOutbox:
             tip = self.notes.tip()
             heads = self.heads(tip)
             mine = heads.get(self.writer)
-            events = self.audit.list_all(after_id=(mine.eid or 0) if mine else 0, limit=self.batch)
+            events = self.audit.drainable_all(after_id=(mine.eid or 0) if mine else 0, limit=self.batch)
             fallback = self.store.applied_revision_one() or _head_commit(self.repo)
             if not events or (fallback is None and any(e.revision is None for e in events)):
                 # nothing new, or nothing to attach it to yet (no commit at all): the events wait

@@ -73,7 +73,12 @@ def verify(repo: Path, allowed_signers: Path, remember: bool = True) -> VerifyRe
             )
     message = run_git(repo, "log", "-1", "--format=%B", tip).decode()
     lines = [line for note in read_notes(repo).values() for line in note]
-    chain_problems: list[ChainProblem] = verify_chains(lines, parse_heads(message))
+    try:
+        heads = parse_heads(message)
+    except ValueError as exc:  # a forged tip: reported with the rest, never a crash
+        problems.append(Problem("chain", f"notes commit {tip[:12]} has malformed heads: {exc}", tip))
+        heads = {}
+    chain_problems: list[ChainProblem] = verify_chains(lines, heads)
     problems += [Problem("chain", p.message) for p in chain_problems]
     last = _remembered(repo)
     if last is not None and last != tip and not _is_ancestor(repo, last, tip):

@@ -6,6 +6,10 @@ Revises: 0005
 * ``governance_events`` (the audit outbox, drained into signed git notes by
   ``engine/audit_outbox.py``) gains ``actor`` (the daemon, a worker id, an approver) and
   ``subject`` (``Kind/namespace/name`` or ``task:<id>``).
+* On PostgreSQL every event insert (these triggers, ``adapters/audit.insert``) first takes the
+  shared advisory lock ``OUTBOX_LOCK``; the drain takes it exclusively for an instant to learn
+  which ids are final (no insert in flight), so an id committed after a higher one is never
+  skipped (``AuditLog.drainable_all``).
 * Triggers on ``tasks`` write one event per state transition in the transaction of the
   UPDATE/INSERT itself, whichever code path made it (enqueue, claim, finish, retry, reap,
   cancel, park for approval): ``task_queued``, ``task_started`` (a claim or a takeover: a new
@@ -25,6 +29,8 @@ revision = "0006"
 down_revision = "0005"
 branch_labels = None
 depends_on = None
+
+OUTBOX_LOCK = 7_466_017_220_331_418_709  # adapters/audit.py OUTBOX_LOCK: the same number, written out
 
 # (event, condition on OLD -> NEW), checked in this order; the first that holds names the event.
 TRANSITIONS = (
@@ -72,6 +78,7 @@ def _postgres() -> list[str]:
         f"""CREATE FUNCTION orlojd_audit_task() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE name text;
 BEGIN
+    PERFORM pg_advisory_xact_lock_shared({OUTBOX_LOCK});
     IF TG_OP = 'INSERT' THEN
         INSERT INTO governance_events (at, event, task_id, agent, revision, actor, subject, detail)
         VALUES (NEW.created_at, 'task_queued', NEW.id, NEW.agent, NEW.payload::jsonb ->> 'revision', 'daemon',
@@ -96,6 +103,7 @@ def upgrade() -> None:
     with op.batch_alter_table("governance_events") as batch:
         batch.add_column(sa.Column("actor", sa.String(200), nullable=True))
         batch.add_column(sa.Column("subject", sa.String(600), nullable=True))
+
     statements = _postgres() if op.get_bind().dialect.name == "postgresql" else _sqlite()
     for statement in statements:
         op.execute(statement)
