@@ -214,6 +214,19 @@ class AuditNotes:
                 found.setdefault(name, []).append(_Note(path, blob))
         return found
 
+    def sizes(self, commit: str | None) -> dict[str, int]:
+        """annotated id -> bytes of its note in ``commit``'s tree (one ``ls-tree -l``; no blob read)."""
+        if commit is None:
+            return {}
+        found: dict[str, int] = {}
+        for record in run_git(self.repo, "ls-tree", "-r", "-z", "-l", "--full-tree", commit).split(b"\0"):
+            meta, _, raw_path = record.partition(b"\t")
+            fields = meta.decode().split()
+            name = raw_path.decode(errors="surrogateescape").replace("/", "")
+            if len(fields) == 4 and fields[1] == "blob" and _OBJECT_ID.fullmatch(name):
+                found[name] = found.get(name, 0) + int(fields[3])
+        return found
+
     def read(self, ref: str | None = None) -> dict[str, list[str]]:
         """Every note at the tip of ``ref`` (default: this ref): annotated id -> its non-empty lines, in order."""
         tip = self._resolve(ref or self.ref)

@@ -28,6 +28,7 @@ or secrets: ``scrubbed`` replaces them by their sha256 and size.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -85,6 +86,7 @@ def _words(key: str) -> list[str]:
     return [w for w in re.split(r"[^a-z0-9]+", spaced) if w]
 
 
+@functools.lru_cache(maxsize=4096)
 def hidden_key(key: str) -> bool:
     """True if values under ``key`` must not travel in a note (see HIDDEN_WORDS, SECRET_PART)."""
     words = _words(key)

@@ -16,7 +16,10 @@ and retries. The writer id is the store's own id (``store-<16 hex>``): one chain
 
 Records are attached to the commit that was running when the event happened (its
 ``revision``); events without one (a vote cast from the CLI) to the applied revision at drain
-time. Details are scrubbed of prompts, outputs, previews and secrets (``core.audit_records``).
+time. Once a commit's note reaches NOTE_MAX (1 MiB), its further records go to the notes of
+"part" objects (small blobs naming the commit and part), so a long-running revision does not
+make every batch rewrite an ever larger note. Details are scrubbed of prompts, outputs,
+previews and secrets (``core.audit_records``).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from orlojd.errors import GitError, OrlojError
 log = logging.getLogger("orlojd.audit")
 
 BATCH = 2000  # events per notes commit, at most
+NOTE_MAX = 1 << 20  # bytes a commit's note grows to before its records continue on a part object
 CAS_ATTEMPTS = 5
 
 
@@ -69,6 +73,7 @@ class AuditOutbox:
         self.notes = AuditNotes(repo, key, ident)
         self.audit = AuditLog(store)
         self._unpushed = remote is not None  # after a restart, push whatever an earlier run could not
+        self._parts: dict[tuple[str, int], str] = {}
 
     def heads(self, tip: str | None) -> dict[str, Head]:
         """The writers' heads anchored in ``tip``; an unreadable anchor stops the drain (never guessed)."""
@@ -95,9 +100,10 @@ class AuditOutbox:
                 return Drained(0, tip, self._push() if self._unpushed else None)
             records = chain(self.writer, mine, [_item(e, fallback) for e in events])
             notes: dict[str, list[str]] = defaultdict(list)
+            sizes = self.notes.sizes(tip)
             for record in records:
                 assert record.revision is not None  # every event has one, or the fallback
-                notes[record.revision].append(record.line())
+                notes[self._target(record.revision, sizes)].append(record.line())
             message = heads_message({**heads, self.writer: head_of(records)}, f"orlojd audit: {len(records)} records")
             try:
                 tip = self.notes.append(notes, message, tip)
@@ -111,6 +117,24 @@ class AuditOutbox:
             )
             return Drained(len(records), tip, self._push() if self._unpushed else None)
         raise NotesMoved(self.notes.ref, None, self.notes.tip())  # kept moving: CAS_ATTEMPTS appends lost the race
+
+    def _target(self, revision: str, sizes: dict[str, int]) -> str:
+        """The object whose note takes ``revision``'s records: the commit itself until its note
+        reaches NOTE_MAX, then part objects, each a small blob naming the commit and its part
+        number (every record carries its revision anyway). Without this, each batch would
+        rewrite a note that grows for as long as one revision runs: quadratic."""
+        target, part = revision, 1
+        while sizes.get(target, 0) >= NOTE_MAX:
+            part += 1
+            target = self._part(revision, part)
+        return target
+
+    def _part(self, revision: str, part: int) -> str:
+        name = (revision, part)
+        if name not in self._parts:
+            text = f"orlojd audit records of commit {revision}, part {part}\n".encode()
+            self._parts[name] = run_git(self.repo, "hash-object", "-w", "--stdin", input_bytes=text).decode().strip()
+        return self._parts[name]
 
     def drain_all(self, rounds: int = 1000) -> int:
         """Drain until the outbox is empty (at shutdown, and in tests); how many records were noted."""

@@ -626,3 +626,28 @@ def test_an_event_committed_after_a_higher_id_is_still_noted(tmp_path: Path, pg_
         assert sorted(r.eid or 0 for r in noted(repo)) == [e.id for e in events(opened)]
     finally:
         opened.close()
+
+
+# -- a long-running revision ------------------------------------------------------------------------------------
+
+
+def test_a_full_note_continues_on_part_objects_and_nothing_is_lost(
+    tmp_path: Path, db_url: str, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audit_outbox, "NOTE_MAX", 4000)  # a few records fill a note
+    repo, head = applied_demo(tmp_path, db_url, store)
+    key, state = daemon_key(tmp_path, "a")
+    outbox = AuditOutbox(store, repo, key, ident=IDENT, batch=5)
+    for round_ in range(6):
+        AuditLog(store).record_run(*(decision(round_ * 10 + n) for n in range(10)))
+        outbox.drain_all()
+    notes = read_notes(repo)
+    assert len(notes[head]) < 40, "the commit's own note stopped growing near NOTE_MAX"
+    parts = [oid for oid in notes if oid != head]
+    assert parts, "its further records went to part objects"
+    for oid in parts:
+        assert f"records of commit {head}, part " in git(repo, "cat-file", "-p", oid)
+    records = noted(repo)
+    assert sorted(r.eid or 0 for r in records) == [e.id for e in events(store)], "every event once"
+    assert {r.revision for r in records} == {head}
+    assert verify(repo, daemon_allowed_signers(state, tmp_path / "signers"), remember=False).ok
