@@ -34,3 +34,13 @@ spec:
     auditLog: true
 """
 """The announcement's compliance checker, verbatim (../shared/seed/introducing-orloj.txt, lines 20-38)."""
+
+CLERK_AGENT = """\
+apiVersion: orloj.dev/v1
+kind: Agent
+metadata:
+  name: clerk
+spec:
+  modelRef: offline
+"""
+"""The smallest agent: no tools, on the offline endpoint (OFFLINE_ENDPOINT)."""

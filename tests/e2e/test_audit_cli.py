@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from manifests import OFFLINE_ENDPOINT
+from manifests import CLERK_AGENT, OFFLINE_ENDPOINT
 from serve_harness import Origin, Served, git, wait_for
 
 from orlojd.core.audit_records import records_of
@@ -21,14 +21,7 @@ from orlojd.core.audit_records import records_of
 pytestmark = pytest.mark.e2e
 
 REF = "refs/notes/orlojd/audit"
-AGENT = """\
-apiVersion: orloj.dev/v1
-kind: Agent
-metadata:
-  name: clerk
-spec:
-  modelRef: offline
-"""
+AGENT = CLERK_AGENT
 TASK = """\
 apiVersion: orloj.dev/v1
 kind: Task

@@ -9,19 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from manifests import OFFLINE_ENDPOINT
+from manifests import CLERK_AGENT, OFFLINE_ENDPOINT
 from serve_harness import Origin, Served, wait_for
 
 pytestmark = pytest.mark.e2e
 
-AGENT = """\
-apiVersion: orloj.dev/v1
-kind: Agent
-metadata:
-  name: clerk
-spec:
-  modelRef: offline
-"""
+AGENT = CLERK_AGENT
 
 
 def task(name: str, agent: str = "clerk") -> str:
