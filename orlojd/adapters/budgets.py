@@ -12,7 +12,8 @@ Called by the agent runtime around every model call, shared by every worker thro
   Every decision is an audit event in the same transaction (``adapters/audit.insert``): a
   refusal ``budget_exceeded``, an admission near a limit ``budget_warning``, any other
   admission ``model_call``.
-* ``settle_run`` after the call: the provider's reported usage replaces the estimate, once.
+* ``settle_run`` after the call: the provider's reported usage replaces the estimate, once,
+  with a ``model_usage`` event (tokens and cost) in the same transaction.
   A second settle, or a settle of a ``call_id`` never reserved, changes nothing and returns
   False (an unreserved call was never admitted; charging it now would hide that).
 
@@ -125,17 +126,35 @@ class BudgetLedger:
         The charge keeps the time it was reserved at (the windows it counts in). A call with no
         price is charged its tokens and a cost of 0.
         """
-        utc(now)
+        now = utc(now)
         if prompt_tokens < 0 or completion_tokens < 0:
             raise ValueError(f"token counts must be >= 0, got {prompt_tokens} prompt, {completion_tokens} completion")
         cost = self.price(model, prompt_tokens, completion_tokens)
         with self.store.writing("settling a model call's charge") as connection:
-            done = connection.execute(
+            charge = connection.execute(
+                sa.select(CHARGES.c.agent, CHARGES.c.task_id).where(
+                    CHARGES.c.call_id == call_id, CHARGES.c.settled == sa.false()
+                )
+            ).first()
+            if charge is None:
+                return False
+            connection.execute(
                 CHARGES.update()
                 .where(CHARGES.c.call_id == call_id, CHARGES.c.settled == sa.false())
                 .values(tokens=prompt_tokens + completion_tokens, cost=cost or 0.0, settled=True)
             )
-            return done.rowcount == 1
+            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "cost": cost}
+            insert(
+                connection,
+                AuditEvent(
+                    event="model_usage",
+                    at=now,
+                    task_id=charge.task_id,
+                    agent=charge.agent,
+                    detail={"call_id": call_id, "model": model, **usage},
+                ),
+            )
+            return True
 
     # -- reads -------------------------------------------------------------------------------
 

@@ -73,6 +73,8 @@ class Placeholder:
                 done.append({"step": index, "model": model, "tokens": step.prompt_tokens + step.completion_tokens})
                 continue
             outcome = self.gate.tool_call(task, step.tool, step.arguments, step.needs)
+            if outcome.allowed:  # the offline script runs no tool: it records that the call went through
+                self.gate.tool_done(task, step.tool, "scripted", {"step": index})
             entry = {"step": index, "tool": step.tool, "allowed": outcome.allowed, "reason": outcome.decision.reason}
             if outcome.approval is not None:
                 entry["approval"] = outcome.approval

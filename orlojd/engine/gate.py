@@ -261,6 +261,21 @@ class Gate:
             raise TaskDeferred(verdict.retry_at, verdict.message)
         raise TaskFailed(verdict.message, permanent=True)
 
+    def tool_done(self, task: ClaimedTask, tool: str, outcome: str, detail: Mapping[str, Any] | None = None) -> None:
+        """Record what an allowed tool call did (``outcome``: ok, error, ...): the audit event ``tool_call``.
+        Only sizes and digests belong in ``detail``; the notes scrub anything else."""
+        self.audit.record_run(
+            AuditEvent(
+                event="tool_call",
+                at=self.now(),
+                task_id=task.id,
+                agent=task.agent,
+                tool=tool,
+                detail={"outcome": outcome, **(detail or {})},
+                actor=task.worker or None,
+            )
+        )
+
     def charge(self, call_id: str, prompt_tokens: int, completion_tokens: int, model: str) -> bool:
         """Charge a finished model call with the usage the provider reported (once per call id)."""
         return self.ledger.settle_run(call_id, prompt_tokens, completion_tokens, model, self.now())

@@ -161,14 +161,16 @@ def test_a_call_waits_for_approval_then_runs_once_approved_or_fails_when_denied(
             or []
         )
         trail = [tuple(e) for e in events]
-        assert trail[:4] == [
+        assert trail[:6] == [
             ("model_call", "allow", "allowed"),  # the model call, with its budget reservation
+            ("model_usage", None, None),  # and the usage it reported
             ("decision", "allow", "allowed"),  # the read
+            ("tool_call", None, None),  # what it did
             ("decision", "approval_required", "approval_required"),  # the write, parked with its request
             ("approval_requested", None, "approval_required"),
         ]
         assert ("approval_vote", None, None) in trail and ("approval_approved", "allow", "approval_granted") in trail
-        assert trail[-1] == ("decision", "allow", "approval_granted")  # the re-run's write, as approved
+        assert trail[-2:] == [("decision", "allow", "approval_granted"), ("tool_call", None, None)]  # the re-run
         charges = served.store.rows("SELECT tokens, settled FROM budget_charges WHERE task_id = :t", t=q3_id) or []
         assert [tuple(c) for c in charges] == [(790, True)], "the model call ran twice but is charged once"
         listed = cli("approvals", "list", "--state", "all", *state)

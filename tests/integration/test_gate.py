@@ -474,7 +474,7 @@ def test_a_model_call_over_the_runs_token_budget_fails_for_good(world: World) ->
     with pytest.raises(TaskFailed, match="maxTokensPerRun") as refused:
         world.gate.model_call(claim, f"{claim.id}/1", None, 400)
     assert refused.value.permanent
-    assert [e.event for e in world.events(claim.id)] == ["model_call", "budget_exceeded"]
+    assert [e.event for e in world.events(claim.id)] == ["model_call", "model_usage", "budget_exceeded"]
     # A retried call (same call id) was admitted before: not charged again, not refused.
     assert world.gate.model_call(claim, f"{claim.id}/0", None, 600) == "gpt-4"
     # Another run of the same agent has its own per-run budget.
@@ -597,11 +597,15 @@ def test_the_pool_parks_a_scripted_run_for_approval_and_finishes_it(world: World
     reasons = [(e.event, e.reason) for e in world.events(queued.id) if e.event != "approval_vote_refused"]
     assert reasons == [
         ("model_call", "allowed"),  # the model step's retry after the approval is not admitted (nor audited) twice
+        ("model_usage", None),
         ("decision", "allowed"),
+        ("tool_call", None),
         ("decision", "approval_required"),
         ("approval_requested", "approval_required"),
         ("approval_vote", None),
         ("approval_approved", "approval_granted"),
         ("decision", "allowed"),
+        ("tool_call", None),
         ("decision", "approval_granted"),
+        ("tool_call", None),
     ]
