@@ -87,8 +87,9 @@ class AuditOutbox:
                 f"run orlojd audit verify --repo {self.repo}; restore {self.notes.ref} to the last good tip",
             ) from None
 
-    def drain_once(self) -> Drained:
-        """Note the events after this writer's head (one batch), then push; see the module doc."""
+    def drain_once(self, push: bool = True) -> Drained:
+        """Note the events after this writer's head (one batch), then push (unless ``push`` is
+        False: ``drain_all`` pushes once at the end); see the module doc."""
         for _ in range(CAS_ATTEMPTS):
             tip = self.notes.tip()
             heads = self.heads(tip)
@@ -97,7 +98,7 @@ class AuditOutbox:
             fallback = self.store.applied_revision_one() or _head_commit(self.repo)
             if not events or (fallback is None and any(e.revision is None for e in events)):
                 # nothing new, or nothing to attach it to yet (no commit at all): the events wait
-                return Drained(0, tip, self._push() if self._unpushed else None)
+                return Drained(0, tip, self._push() if push and self._unpushed else None)
             records = chain(self.writer, mine, [_item(e, fallback) for e in events])
             notes: dict[str, list[str]] = defaultdict(list)
             sizes = self.notes.sizes(tip)
@@ -115,7 +116,7 @@ class AuditOutbox:
                 len(records),
                 extra={"event": "audit_noted", "records": len(records), "tip": tip, "writer": self.writer},
             )
-            return Drained(len(records), tip, self._push() if self._unpushed else None)
+            return Drained(len(records), tip, self._push() if push and self._unpushed else None)
         raise NotesMoved(self.notes.ref, None, self.notes.tip())  # kept moving: CAS_ATTEMPTS appends lost the race
 
     def _target(self, revision: str, sizes: dict[str, int]) -> str:
@@ -137,13 +138,16 @@ class AuditOutbox:
         return self._parts[name]
 
     def drain_all(self, rounds: int = 1000) -> int:
-        """Drain until the outbox is empty (at shutdown, and in tests); how many records were noted."""
+        """Drain batch after batch until the outbox is empty, then push once; how many records
+        were noted. The daemon's periodic job, so a backlog (after a restart) goes out at once."""
         total = 0
         for _ in range(rounds):
-            drained = self.drain_once()
+            drained = self.drain_once(push=False)
             total += drained.records
             if drained.records == 0:
                 break
+        if self._unpushed:
+            self._push()
         return total
 
     def _push(self) -> bool:
@@ -196,7 +200,7 @@ def periodic_drain(outbox: Callable[[], AuditOutbox | None]) -> Callable[[], Non
         if current is None:
             return
         try:
-            current.drain_once()
+            current.drain_all(rounds=50)
         except Exception as exc:  # the events stay in the store; the next run retries
             log.warning("audit drain failed: %s", exc, extra={"event": "audit_drain_error"})
 
