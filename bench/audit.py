@@ -530,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
         for interval in INTERVALS:
             lag[f"{interval:g}"] = bench_lag(root, key, interval, lag_seconds)
         lines = [line for note in middle.notes.values() for line in note]
-        print("one batch on top of grown notes (the whole note of each touched commit is rewritten)")
+        print("one batch on top of grown notes (a note stops at NOTE_MAX, 1 MiB; records then go to part objects)")
         grown = [bench_grown(root, key, lines, held, args.batch) for held in GROWN]
         if args.profile:
             print(profile_once(root, key, n, args.batch))
