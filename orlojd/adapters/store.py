@@ -436,6 +436,9 @@ class Store:
         self.engine.dispose()
 
 
+RECONCILE_EVENTS = {"stalled": "failed"}  # history result -> audit event suffix (reconcile_applied, _failed, ...)
+
+
 def _record_history(
     connection: Any, revision: str, result: str, summary: dict[str, Any], started_at: datetime, now: datetime
 ) -> None:
@@ -454,7 +457,14 @@ def _record_history(
     counts = {k: v for k, v in summary.items() if isinstance(v, int | float | str | bool)}
     insert(
         connection,
-        AuditEvent(f"reconcile_{result}", now, revision=revision, detail=counts, actor="daemon", subject="repository"),
+        AuditEvent(
+            f"reconcile_{RECONCILE_EVENTS.get(result, result)}",
+            now,
+            revision=revision,
+            detail=counts,
+            actor="daemon",
+            subject="repository",
+        ),
     )
     newest = sa_select(history.c.id).order_by(history.c.id.desc()).limit(HISTORY_KEPT)
     keep = [r[0] for r in connection.execute(newest)]
