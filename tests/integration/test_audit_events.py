@@ -80,7 +80,13 @@ def test_dead_letter_cancel_and_parking_are_recorded(store: Store, queue: TaskQu
 
 def test_a_reconcile_is_recorded_with_its_revision(store: Store) -> None:
     store.record_reconcile_run("abc123", "superseded", {"created": 2, "note": "newer commit"}, T0, T0)
-    (event,) = [e for e in AuditLog(store).list_all() if e.event.startswith("reconcile_")]
+    store.record_reconcile_run("def456", "stalled", {"reason": "InvalidManifests"}, T0, T0)
+    (event, failed) = [e for e in AuditLog(store).list_all() if e.event.startswith("reconcile_")]
+    assert (failed.event, failed.revision, failed.detail) == (
+        "reconcile_failed",
+        "def456",
+        {"reason": "InvalidManifests"},
+    )
     assert (event.event, event.revision, event.actor, event.detail) == (
         "reconcile_superseded",
         "abc123",
