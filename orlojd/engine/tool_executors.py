@@ -1,0 +1,513 @@
+"""Tool executors: run one tool call the governance gate already allowed, and say what happened.
+
+This module owns the execution of a single call of a Tool, of three kinds, each a plain config
+dataclass (the Tool manifest is mapped onto them elsewhere):
+
+* ``HttpTool``: one HTTP request. The method is fixed, the URL is a template whose ``{name}``
+  placeholders are filled from the call's arguments (URL-quoted, so a value cannot add a path
+  segment, a query or a host). The rendered URL's host must be in ``allowed_hosts`` (exact
+  ``host`` or ``host:port``; a bare ``host`` means the scheme's default port), checked before
+  any connection is made. Redirects are never followed (a 3xx is a failure that names the
+  status), so a redirect cannot lead to a host that is not listed. No proxy is used, whatever
+  the environment says. The response is read up to ``max_response_bytes``; a longer one is a
+  failure (``response too large``) with the capped text as output.
+* ``CommandTool``: one process, never a shell. Each argv element is a template rendered on its
+  own, so a value is always exactly one argument (``"; rm -rf /"`` is text). ``argv[0]`` must be
+  literal: the model fills arguments, never chooses the program. The child sees only the
+  variables in ``env_allow`` (``PATH`` only if listed) plus ``ORLOJD_IDEMPOTENCY_KEY``; stdin is
+  empty; stderr is merged into stdout. It runs in its own session: on timeout the whole process
+  group is killed and the child is reaped (no zombie), and the output so far is returned.
+* ``PythonTool``: a function named by ``package.module:function``, called as
+  ``function(arguments, idempotency_key)`` in a daemon worker thread. A thread cannot be killed:
+  on timeout the call is reported as ``timeout`` and its result abandoned, but the function goes
+  on running in the background until it returns by itself.
+
+``run_tool(spec, call)`` never raises for a failure of the tool or of its call: every failure is
+a ``ToolResult(ok=False, error=...)`` with a short reason (``timeout``, ``http 503``, ``exit 2``,
+``host not allowed``, ``response too large``, ``crashed: ValueError: ...``) and, in ``output``,
+what the model should see. ``needs_of(requires, arguments)`` renders a Tool's (access, resource)
+pairs, whose resources may be templates over the arguments, for the gate.
+
+Delivery is at least once, not exactly once. A call may run again after a crash, a lease loss or
+a retry, and a timeout says nothing about whether the effect happened (the request may have
+reached the server, the process may have written before it was killed, the abandoned thread
+keeps running). Each call carries an idempotency key (``task:<id>/step:<n>/attempt:<k>``, made
+by the caller): it goes out as the ``Idempotency-Key`` header, the ``ORLOJD_IDEMPOTENCY_KEY``
+variable and the second argument of a Python tool. Deduplicating effects by that key is the
+tool's job; this module only hands the key over.
+
+Templates accept plain ``{name}`` placeholders only (``{{`` and ``}}`` for literal braces): no
+positional fields, attribute or index access, conversions or format specs. Values must be
+strings, numbers or booleans and are ``str()``-ed; anything else is refused before the call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import http.client
+import importlib
+import io
+import json
+import os
+import signal
+import ssl
+import string
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, cast
+from urllib.parse import quote, urlsplit
+
+__all__ = [
+    "CommandTool",
+    "HttpTool",
+    "PythonTool",
+    "TemplateError",
+    "ToolCall",
+    "ToolResult",
+    "needs_of",
+    "run_tool",
+]
+
+HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
+IDEMPOTENCY_ENV = "ORLOJD_IDEMPOTENCY_KEY"
+_CHUNK = 64 * 1024
+_MAX_REASON = 300
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One call of a tool: its name, the model's arguments, the idempotency key and the time it may take."""
+
+    tool: str
+    arguments: Mapping[str, Any]
+    idempotency_key: str  # "task:<id>/step:<n>/attempt:<k>", made by the caller
+    timeout: float  # seconds
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """What a call came to. ``output`` goes back to the model; ``error`` is a short reason when not ok."""
+
+    ok: bool
+    output: str
+    error: str | None
+    duration_ms: int
+    size: int  # bytes of the raw output before capping (for http, at least this many when refused early)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HttpTool:
+    method: str = "POST"  # GET, POST, PUT, PATCH or DELETE
+    url: str  # template: "https://api.example.com/issues/{issue_id}"
+    allowed_hosts: tuple[str, ...]  # exact "host" (the scheme's default port) or "host:port"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: Literal["json", "none"] = "json"  # json: the arguments not used in the URL, as a JSON object
+    max_response_bytes: int = 1_000_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommandTool:
+    argv: tuple[str, ...]
+    cwd: Path | None = None
+    env_allow: tuple[str, ...] = ()
+    max_output_bytes: int = 1_000_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class PythonTool:
+    entry_point: str  # "package.module:function" (or "package.module:object.method")
+    max_output_bytes: int = 1_000_000
+
+
+ToolSpec = HttpTool | CommandTool | PythonTool
+
+
+class TemplateError(ValueError):
+    """A template that cannot be rendered: a bad placeholder, or an argument missing or of the wrong type."""
+
+
+class _Refused(Exception):
+    """A call refused before it ran (reason for ``error``, text for the model)."""
+
+    def __init__(self, error: str, output: str | None = None) -> None:
+        super().__init__(error)
+        self.error = error
+        self.output = output if output is not None else error
+
+
+# --- templates -----------------------------------------------------------------------------------
+
+
+def _placeholders(template: str) -> list[tuple[str, str | None]]:
+    """The template as (literal, placeholder name or None) pieces; a ``TemplateError`` for anything but ``{name}``."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise TemplateError(f"bad template {template!r}: {exc}") from None
+    pieces: list[tuple[str, str | None]] = []
+    for literal, name, spec, conversion in parsed:
+        if name is None:
+            pieces.append((literal, None))
+            continue
+        if not name.isidentifier() or spec or conversion:
+            raise TemplateError(f"bad template {template!r}: only {{name}} placeholders are allowed")
+        pieces.append((literal, name))
+    return pieces
+
+
+def _value(arguments: Mapping[str, Any], name: str) -> str:
+    if name not in arguments:
+        raise TemplateError(f"missing argument: {name}")
+    value = arguments[name]
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | int | float):
+        return str(value)
+    raise TemplateError(f"argument {name} must be a string, number or boolean, not {type(value).__name__}")
+
+
+def _render(template: str, arguments: Mapping[str, Any], quote_values: bool = False) -> tuple[str, set[str]]:
+    """The rendered template and the names it used."""
+    out: list[str] = []
+    used: set[str] = set()
+    for literal, name in _placeholders(template):
+        out.append(literal)
+        if name is not None:
+            text = _value(arguments, name)
+            out.append(quote(text, safe="") if quote_values else text)
+            used.add(name)
+    return "".join(out), used
+
+
+def needs_of(requires: Sequence[tuple[str, str]], arguments: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The (access, resource) pairs a call needs: each resource rendered over the arguments, duplicates dropped.
+
+    ``("write", "repo:{repo}")`` with ``{"repo": "acme/site"}`` -> ``("write", "repo:acme/site")``. A missing
+    argument, a bad placeholder or a non-scalar value is a ``ValueError`` (``TemplateError``) naming it.
+    """
+    pairs = [(access, _render(resource, arguments)[0]) for access, resource in requires]
+    return tuple(dict.fromkeys(pairs))
+
+
+# --- the entry point -----------------------------------------------------------------------------
+
+
+def run_tool(spec: ToolSpec, call: ToolCall) -> ToolResult:
+    """Run ``call`` with ``spec``; every failure is a ``ToolResult(ok=False, ...)``, never an exception."""
+    started = time.monotonic()
+    try:
+        if not call.timeout > 0:
+            raise _Refused("bad call", f"timeout must be positive, not {call.timeout!r}")
+        if isinstance(spec, HttpTool):
+            ok, output, error, size = _run_http(spec, call, started)
+        elif isinstance(spec, CommandTool):
+            ok, output, error, size = _run_command(spec, call, started)
+        elif isinstance(spec, PythonTool):
+            ok, output, error, size = _run_python(spec, call)
+        else:
+            raise _Refused("bad tool", f"unknown tool kind {type(spec).__name__}")
+    except _Refused as refused:
+        ok, output, error, size = False, refused.output, refused.error, 0
+    except TemplateError as exc:
+        ok, output, error, size = False, str(exc), _short(str(exc)), 0
+    except Exception as exc:  # a bug here must not take the worker down: it is this call's failure
+        ok, output, error, size = False, _describe(exc), _short(f"executor failed: {_describe(exc)}"), 0
+    return ToolResult(ok, output, error, int((time.monotonic() - started) * 1000), size)
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 3] + "..."
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _decode(data: bytes, charset: str = "utf-8") -> str:
+    try:
+        return data.decode(charset, errors="replace")
+    except LookupError:
+        return data.decode("utf-8", errors="replace")
+
+
+# --- http ----------------------------------------------------------------------------------------
+
+Outcome = tuple[bool, str, str | None, int]
+
+
+def _host_allowed(scheme: str, host: str, port: int, allowed: Sequence[str]) -> bool:
+    wanted = {f"{host}:{port}"}
+    if port == _DEFAULT_PORTS[scheme]:
+        wanted.add(host)
+    return any(entry.strip().lower() in wanted for entry in allowed)
+
+
+def _run_http(spec: HttpTool, call: ToolCall, started: float) -> Outcome:
+    method = spec.method.upper()
+    if method not in HTTP_METHODS:
+        raise _Refused("bad tool", f"method {spec.method!r} is not one of {', '.join(sorted(HTTP_METHODS))}")
+    url, used = _render(spec.url, call.arguments, quote_values=True)
+    parts = urlsplit(url)
+    if parts.scheme not in _DEFAULT_PORTS:
+        raise _Refused("bad url", f"only http and https URLs are allowed, not {parts.scheme or 'none'!r}")
+    try:
+        host, port = (parts.hostname or "").lower(), parts.port or _DEFAULT_PORTS[parts.scheme]
+    except ValueError as exc:
+        raise _Refused("bad url", f"bad port in URL: {exc}") from None
+    if not host:
+        raise _Refused("bad url", "the URL names no host")
+    if parts.username is not None or parts.password is not None:
+        raise _Refused("bad url", "credentials in the URL are not allowed (use headers)")
+    if not _host_allowed(parts.scheme, host, port, spec.allowed_hosts):
+        raise _Refused("host not allowed", f"host not allowed: {host}:{port}")
+
+    headers = {k: v for k, v in spec.headers.items() if k.lower() != "idempotency-key"}
+    payload: bytes | None = None
+    if spec.body == "json":
+        remaining = {k: v for k, v in call.arguments.items() if k not in used}
+        try:
+            payload = json.dumps(remaining, ensure_ascii=False).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise _Refused("bad arguments", f"arguments are not JSON: {exc}") from None
+        if not any(k.lower() == "content-type" for k in headers):
+            headers["Content-Type"] = "application/json"
+    headers["Idempotency-Key"] = call.idempotency_key
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+
+    deadline = started + call.timeout
+    conn: http.client.HTTPConnection
+    if parts.scheme == "https":
+        conn = http.client.HTTPSConnection(host, port, timeout=call.timeout, context=ssl.create_default_context())
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=call.timeout)
+    try:
+        try:
+            conn.connect()
+            _settimeout(conn, deadline)
+            conn.request(method, target, body=payload, headers=headers)
+            _settimeout(conn, deadline)
+            response = conn.getresponse()
+            return _read_response(spec, response, conn, deadline)
+        except TimeoutError:
+            return False, "the request timed out", "timeout", 0
+        except ConnectionRefusedError:
+            return False, f"connection refused by {host}:{port}", "connection refused", 0
+        except ssl.SSLError as exc:
+            return False, _describe(exc), _short(f"tls error: {exc}"), 0
+        except OSError as exc:
+            return False, _describe(exc), _short(f"connection failed: {_describe(exc)}"), 0
+        except http.client.HTTPException as exc:
+            return False, _describe(exc), _short(f"bad response: {_describe(exc)}"), 0
+        except ValueError as exc:  # http.client refuses header values with CR/LF and the like
+            return False, str(exc), _short(f"bad request: {exc}"), 0
+    finally:
+        conn.close()
+
+
+def _settimeout(conn: http.client.HTTPConnection, deadline: float) -> None:
+    """The socket timeout for the next operation: what is left of the call's time (none left: a timeout)."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError
+    if conn.sock is not None:
+        conn.sock.settimeout(left)
+
+
+def _read_response(
+    spec: HttpTool, response: http.client.HTTPResponse, conn: http.client.HTTPConnection, deadline: float
+) -> Outcome:
+    status = response.status
+    charset = response.headers.get_content_charset() or "utf-8"
+    cap = spec.max_response_bytes
+    length = response.getheader("Content-Length")
+    if length is not None and length.isdigit() and int(length) > cap:
+        return False, f"the response has {length} bytes, over the cap of {cap}", "response too large", int(length)
+    data = bytearray()
+    while len(data) <= cap:
+        _settimeout(conn, deadline)
+        chunk = response.read1(min(_CHUNK, cap + 1 - len(data)))
+        if not chunk:
+            break
+        data += chunk
+    size = len(data)
+    text = _decode(bytes(data[:cap]), charset)
+    if size > cap:
+        return False, text, "response too large", size
+    if 300 <= status < 400:
+        where = response.getheader("Location") or "nowhere"
+        return False, f"redirect to {where} not followed", f"http {status}", size
+    if not 200 <= status < 300:
+        return False, text, f"http {status}", size
+    return True, text, None, size
+
+
+# --- command -------------------------------------------------------------------------------------
+
+
+def _run_command(spec: CommandTool, call: ToolCall, started: float) -> Outcome:
+    if not spec.argv:
+        raise _Refused("bad tool", "the command has no argv")
+    if any(name is not None for _, name in _placeholders(spec.argv[0])):
+        raise _Refused("bad tool", "argv[0] must be literal: the program is not chosen by arguments")
+    argv = [_render(element, call.arguments)[0] for element in spec.argv]
+    if spec.cwd is not None and not spec.cwd.is_dir():
+        raise _Refused("bad cwd", f"working directory not found: {spec.cwd}")
+    env = {name: os.environ[name] for name in spec.env_allow if name in os.environ}
+    env[IDEMPOTENCY_ENV] = call.idempotency_key
+
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=spec.cwd,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except FileNotFoundError:
+        return False, f"command not found: {argv[0]}", "command not found", 0
+    except PermissionError:
+        return False, f"not executable: {argv[0]}", "not executable", 0
+    assert proc.stdout is not None
+    reader = _CappedReader(cast(io.BufferedReader, proc.stdout), spec.max_output_bytes)
+    reader.start()
+    timed_out = False
+    try:
+        proc.wait(timeout=max(0.0, started + call.timeout - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        timed_out = True
+    except BaseException:
+        _kill_group(proc)
+        proc.wait()
+        raise
+    if timed_out:
+        _kill_group(proc)
+        proc.wait()  # reap: no zombie
+    # The child is gone; a grandchild may still hold the pipe. Wait for EOF until the deadline, then kill the group.
+    if not reader.done.wait(max(0.0, started + call.timeout - time.monotonic())):
+        _kill_group(proc)
+        timed_out = True
+        reader.done.wait(1.0)
+    data, size = reader.result()
+    text = _decode(data)
+    if timed_out:
+        return False, text, "timeout", size
+    if size > spec.max_output_bytes:
+        return False, text, "output too large", size
+    if proc.returncode != 0:
+        reason = f"exit {proc.returncode}" if proc.returncode > 0 else f"killed by signal {-proc.returncode}"
+        return False, text, reason, size
+    return True, text, None, size
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the child leads its own session: this kills its children too
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+
+
+class _CappedReader:
+    """Drains a pipe in a daemon thread, keeping the first ``cap + 1`` bytes and counting all of them."""
+
+    def __init__(self, pipe: io.BufferedReader, cap: int) -> None:
+        self.pipe, self.cap = pipe, cap
+        self.data = bytearray()
+        self.size = 0
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._drain, name="tool-output", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _drain(self) -> None:
+        try:
+            while chunk := self.pipe.read1(_CHUNK):
+                with self.lock:
+                    self.size += len(chunk)
+                    room = self.cap + 1 - len(self.data)
+                    if room > 0:
+                        self.data += chunk[:room]
+        except (OSError, ValueError):
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                self.pipe.close()
+            self.done.set()
+
+    def result(self) -> tuple[bytes, int]:
+        with self.lock:
+            return bytes(self.data[: self.cap]), self.size
+
+
+# --- python --------------------------------------------------------------------------------------
+
+
+def _resolve(entry_point: str) -> Callable[..., Any]:
+    module_name, sep, qualname = entry_point.partition(":")
+    if not sep or not module_name or not qualname:
+        raise _Refused("bad tool", f"entry point {entry_point!r} is not 'package.module:function'")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise _Refused("entry point not found", f"entry point not found: {exc}") from None
+    for attribute in qualname.split("."):
+        try:
+            target = getattr(target, attribute)
+        except AttributeError:
+            raise _Refused("entry point not found", f"entry point not found: {entry_point}") from None
+    if not callable(target):
+        raise _Refused("bad tool", f"entry point {entry_point} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+def _run_python(spec: PythonTool, call: ToolCall) -> Outcome:
+    box: dict[str, Any] = {}
+    arguments = copy.deepcopy(dict(call.arguments))  # the function gets its own copy to mutate
+
+    def work() -> None:
+        try:
+            function = _resolve(spec.entry_point)
+            box["value"] = function(arguments, call.idempotency_key)
+        except BaseException as exc:  # reported, not raised: the thread has no one to raise to
+            box["exception"] = exc
+
+    worker = threading.Thread(target=work, name=f"tool-{call.tool}", daemon=True)
+    worker.start()
+    worker.join(call.timeout)
+    if worker.is_alive():
+        # A thread cannot be killed: the call is abandoned and keeps running until it returns by itself.
+        return False, f"no result within {call.timeout:g} s; the call was abandoned", "timeout", 0
+    if "exception" in box:
+        exc = box["exception"]
+        if isinstance(exc, _Refused):
+            raise exc
+        return False, _describe(exc), _short(f"crashed: {_describe(exc)}"), 0
+    value = box.get("value")
+    if isinstance(value, str):
+        raw = value.encode("utf-8", errors="replace")
+    elif isinstance(value, dict):
+        try:
+            raw = json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            return False, f"the result is not JSON: {exc}", "bad result", 0
+    else:
+        return False, f"the tool returned {type(value).__name__}, not str or dict", "bad result", 0
+    cap = spec.max_output_bytes
+    text = _decode(raw[:cap])
+    if len(raw) > cap:
+        return False, text, "output too large", len(raw)
+    return True, text, None, len(raw)
