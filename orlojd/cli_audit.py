@@ -1,8 +1,9 @@
-"""`orlojd audit log|verify` and `orlojd notes setup`: the audit records in a repository's git notes.
+"""`orlojd audit log|verify`, `orlojd notes setup`, `orlojd state rebuild`: the repository as the record.
 
-Both read only git (``refs/notes/orlojd/audit`` of the repository, by default the one around
-the current folder): an auditor needs neither the daemon nor its store. ``notes setup``
-configures a clone to fetch the notes (a fresh clone does not).
+``audit`` reads only git (``refs/notes/orlojd/audit`` of the repository, by default the one
+around the current folder): an auditor needs neither the daemon nor its store. ``notes setup``
+configures a clone to fetch the notes (a fresh clone does not). ``state rebuild`` makes an
+empty store again from the manifests and the notes (``engine/rebuild.py``).
 """
 
 from __future__ import annotations
