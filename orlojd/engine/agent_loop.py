@@ -1,0 +1,328 @@
+"""The agent runtime: one run of an Agent, a model driving tools through litellm, every call through the gate.
+
+This module owns ``AgentLoop``, the ``Executor`` that runs a claimed task as an agent:
+
+* It loads the run's Agent (``task.agent``), its ModelEndpoint (``spec.modelRef``) and the Tools it is
+  granted from the applied inventory. The litellm model is ``<endpoint.provider>/<agent.spec.model or
+  endpoint.defaultModel>``; an agent with ``spec.model`` and no ``modelRef`` calls litellm with that id
+  as is. The model the gate and the budget see is the bare id (what ``allowedModels`` lists).
+* The conversation starts with the agent's prompt (system) and the Task's ``spec.input`` as JSON (user).
+  Every granted Tool is offered as an OpenAI function tool (name, description, ``inputSchema``, else
+  ``{"type": "object"}``). Only ``tools=`` is ever passed: no provider-side tools (web search and the
+  like) are enabled, so nothing runs that the gate did not see.
+* Each step (at most ``spec.limits.maxSteps``): the gate admits the model call and reserves its token
+  estimate (``Gate.model_call``, call id ``<task id>/<step>``), litellm answers, the gate charges the
+  usage reported. A reply without tool calls ends the run with its text. Each tool call asks the gate
+  (``Gate.tool_call``): a denial under ``onDeny: return_to_model`` goes back to the model as
+  ``denied: <reason>: <message>``; an allowed call runs (``tool_executors.run_tool``) and its output or
+  error goes back to the model; ``Gate.tool_done`` records what it did. Bad arguments (not a JSON
+  object, or not matching the Tool's ``requires`` templates) are told to the model, never executed.
+  A Tool with no executor in this runtime (``tools`` maps it to None) is answered with an error.
+* Failures: ``maxSteps`` used up -> permanent; a transient provider error (rate limit, connection,
+  unavailable, timeout, internal error) -> retryable; any other provider error -> permanent with the
+  provider's message; cancellation between steps -> ``TaskFailed("cancelled")``. The gate's own
+  ``TaskFailed`` / ``TaskDeferred`` / ``TaskHandedOff`` pass through unchanged.
+
+Delivery of tool calls is at least once, not exactly once: a run that crashes, loses its lease or is
+retried runs its steps again, and may repeat a tool call whose effect already happened. Every call
+carries the idempotency key ``task:<task id>/step:<step>/attempt:<attempt>`` (the ``Idempotency-Key``
+header, ``ORLOJD_IDEMPOTENCY_KEY`` or a Python tool's second argument); deduplicating effects by it is
+the tool's job.
+
+The offline ``scripted`` provider (``adapters/scripted_model.py``): the script is the Task's inline
+``spec.input.script_turns`` mapping (tests; registered under ``<model>.<task id>`` so concurrent runs
+never share a script), else the ModelEndpoint's ``options.script``, an absolute path to a YAML/JSON
+fixture (registered under the model name), else whatever is already registered under the model name.
+``script_turns`` is left out of the user message.
+
+litellm calls run one at a time per process (a lock), each in its own ``asyncio.run``: litellm's
+logging worker is one global object bound to one event loop, so it is flushed and stopped before each
+loop closes and must not be shared by two loops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from orlojd.adapters import scripted_model
+from orlojd.adapters.queue import ClaimedTask
+from orlojd.adapters.store import Store
+from orlojd.core.durations import parse_ms
+from orlojd.core.keys import ResourceKey
+from orlojd.core.manifests.agents import Agent
+from orlojd.core.manifests.base import split_ref
+from orlojd.core.manifests.registry import validate_object
+from orlojd.core.manifests.tools import ModelEndpoint, Tool
+from orlojd.engine.gate import Gate
+from orlojd.engine.tool_executors import CommandTool, HttpTool, PythonTool, ToolCall, needs_of, run_tool
+from orlojd.engine.workers import TaskFailed
+
+__all__ = ["OUTPUT_CAP", "AgentLoop", "ToolMapper", "default_tools"]
+
+OUTPUT_CAP = 64 * 1024  # bytes of the final answer (and of each tool message) kept
+MODEL_TIMEOUT = 120.0  # seconds one model call may take
+DEFAULT_TOOL_TIMEOUT = 30.0
+
+ToolSpec = HttpTool | CommandTool | PythonTool
+ToolMapper = Callable[[Tool], ToolSpec | None]
+
+_LITELLM = threading.Lock()
+T = TypeVar("T")
+
+
+def default_tools(tool: Tool) -> ToolSpec | None:
+    """The executor of a Tool manifest: ``type: http`` with an ``endpoint`` is a POST of the arguments as
+    JSON to that endpoint, its host the only one allowed; anything else has no executor (None)."""
+    if tool.spec.type != "http" or not tool.spec.endpoint:
+        return None
+    parts = urlsplit(tool.spec.endpoint)
+    host = (parts.hostname or "").lower()
+    if not host:
+        return None
+    allowed = host if parts.port is None else f"{host}:{parts.port}"
+    return HttpTool(method="POST", url=tool.spec.endpoint, allowed_hosts=(allowed,))
+
+
+def _cap(text: str, limit: int = OUTPUT_CAP) -> str:
+    data = text.encode("utf-8")
+    return text if len(data) <= limit else data[:limit].decode("utf-8", errors="ignore")
+
+
+@dataclass
+class _Run:
+    """What one run needs: the agent, the model names, the granted tools by the name the model uses."""
+
+    agent: Agent
+    model: str  # bare id: what the gate and the budget see
+    litellm_model: str  # what litellm is called with
+    tools: dict[str, Tool] = field(default_factory=dict)
+
+
+class AgentLoop:
+    """Runs a claimed task as its Agent: model and tool calls, each through the gate (see the module doc)."""
+
+    def __init__(self, store: Store, gate: Gate, tools: ToolMapper | None = None) -> None:
+        self.store = store
+        self.gate = gate
+        self.tools: ToolMapper = tools or default_tools
+        self.model_timeout = MODEL_TIMEOUT
+
+    # -- loading ------------------------------------------------------------------------------------
+
+    def _load(self, task: ClaimedTask) -> _Run:
+        if not task.agent:
+            raise TaskFailed(f"task {task.task_key} names no agent; nothing to run", permanent=True)
+        kind, namespace, name = task.agent.split("/", 2)
+        agent_key = ResourceKey(kind, namespace, name)
+        bodies = self.store.inventory_bodies_some(keys=[agent_key])
+        if agent_key not in bodies:
+            raise TaskFailed(
+                f"agent {agent_key.short} is not applied (deleted or renamed); restore it in git, "
+                f"then: orlojd dlq retry {task.id}",
+                permanent=True,
+            )
+        agent = _validated(bodies[agent_key], agent_key, Agent)
+        endpoint_key = None
+        if agent.spec.model_ref is not None:
+            endpoint_key = ResourceKey("ModelEndpoint", *split_ref(agent.spec.model_ref, namespace))
+        tool_keys = {g.name: ResourceKey("Tool", *split_ref(g.name, namespace)) for g in agent.spec.tools}
+        wanted = [*tool_keys.values(), *([endpoint_key] if endpoint_key else [])]
+        found = self.store.inventory_bodies_some(keys=wanted) if wanted else {}
+        tools = {n: _validated(found[k], k, Tool) for n, k in tool_keys.items() if k in found}
+        if endpoint_key is None:
+            assert agent.spec.model is not None  # the manifest needs model or modelRef
+            return _Run(agent, agent.spec.model, agent.spec.model, tools)
+        if endpoint_key not in found:
+            raise TaskFailed(f"{agent_key.short}: model endpoint {endpoint_key.short} is not applied", permanent=True)
+        endpoint = _validated(found[endpoint_key], endpoint_key, ModelEndpoint)
+        model = agent.spec.model or endpoint.spec.default_model
+        litellm_model = f"{endpoint.spec.provider}/{model}"
+        if endpoint.spec.provider == scripted_model.PROVIDER:
+            litellm_model = _scripted(task, endpoint, model)
+        return _Run(agent, model, litellm_model, tools)
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    def __call__(self, task: ClaimedTask, cancelled: threading.Event) -> dict[str, Any]:
+        run = self._load(task)
+        task_input = dict(_task_input(task))
+        task_input.pop("script_turns", None)
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": run.agent.spec.prompt},
+            {"role": "user", "content": json.dumps(task_input, sort_keys=True, default=str)},
+        ]
+        offered = [_function(name, tool) for name, tool in run.tools.items()]
+        prompt_total = completion_total = 0
+        max_steps = run.agent.spec.limits.max_steps
+        for step in range(max_steps):
+            if cancelled.is_set():
+                raise TaskFailed("cancelled")
+            call_id = f"{task.id}/{step}"
+            estimate = len(json.dumps(messages, default=str)) // 4 + 256
+            model = self.gate.model_call(task, call_id, run.model, estimate)
+            response = self._complete(run.litellm_model, messages, offered)
+            prompt, completion = _usage(response)
+            prompt_total += prompt
+            completion_total += completion
+            self.gate.charge(call_id, prompt, completion, model)
+            message = response.choices[0].message
+            content = message.content or ""
+            calls = list(getattr(message, "tool_calls", None) or [])
+            if not calls:
+                return {
+                    "executor": "agent",
+                    "output": _cap(content),
+                    "steps": step + 1,
+                    "usage": {"prompt": prompt_total, "completion": completion_total},
+                }
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": message.content,
+                    "tool_calls": [
+                        {
+                            "id": c.id,
+                            "type": "function",
+                            "function": {"name": c.function.name, "arguments": c.function.arguments or ""},
+                        }
+                        for c in calls
+                    ],
+                }
+            )
+            for c in calls:
+                answer = self._tool(task, run, step, str(c.function.name), c.function.arguments)
+                messages.append({"role": "tool", "tool_call_id": c.id, "content": _cap(answer)})
+        raise TaskFailed(f"maxSteps {max_steps} reached", permanent=True)
+
+    def _tool(self, task: ClaimedTask, run: _Run, step: int, name: str, raw: Any) -> str:
+        """One tool call of the model: asked, maybe run, recorded; what the model reads back."""
+        try:
+            arguments = json.loads(raw) if isinstance(raw, str) and raw.strip() else (raw or {})
+        except ValueError as exc:
+            arguments = exc
+        if not isinstance(arguments, dict):
+            problem = f"{arguments}" if isinstance(arguments, ValueError) else "not a JSON object"
+            self.gate.tool_done(task, name, "bad_arguments", {"error": problem[:200]})
+            return f"error: the arguments of {name} are not a JSON object ({problem})"
+        manifest = run.tools.get(name)
+        requires = () if manifest is None else tuple((p.access.value, p.resource) for p in manifest.spec.requires)
+        try:
+            needs = needs_of(requires, arguments)
+        except ValueError as exc:
+            self.gate.tool_done(task, name, "bad_arguments", {"error": str(exc)[:200]})
+            return f"error: bad arguments for {name}: {exc}"
+        outcome = self.gate.tool_call(task, name, arguments, needs)
+        if not outcome.allowed:
+            return f"denied: {outcome.decision.reason.value}: {outcome.decision.message}"
+        spec = None if manifest is None else self.tools(manifest)
+        if spec is None:
+            error = f"tool {name} has no executor in this runtime"
+            self.gate.tool_done(task, name, "error", {"error": error})
+            return f"error: {error}"
+        timeout = DEFAULT_TOOL_TIMEOUT
+        if manifest is not None:
+            timeout = parse_ms(manifest.spec.runtime.timeout) / 1000 or DEFAULT_TOOL_TIMEOUT
+        key = f"task:{task.id}/step:{step}/attempt:{task.attempts}"
+        result = run_tool(spec, ToolCall(name, arguments, key, timeout))
+        detail = {"error": result.error, "bytes": result.size, "ms": result.duration_ms}
+        self.gate.tool_done(task, name, "ok" if result.ok else "error", detail)
+        if result.ok:
+            return result.output
+        return f"error: {result.error}" + (f"\n{result.output}" if result.output else "")
+
+    # -- litellm ------------------------------------------------------------------------------------
+
+    def _complete(self, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Any:
+        """One model call; provider errors become ``TaskFailed`` (retryable when transient)."""
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        from litellm.exceptions import (
+            APIConnectionError,
+            InternalServerError,
+            RateLimitError,
+            ServiceUnavailableError,
+            Timeout,
+        )
+
+        transient = (RateLimitError, APIConnectionError, ServiceUnavailableError, Timeout, InternalServerError)
+        options: dict[str, Any] = {"model": model, "messages": messages, "timeout": self.model_timeout}
+        if tools:
+            options["tools"] = tools  # function tools only: never a provider-side tool
+        try:
+            with _LITELLM:
+                return asyncio.run(_acompletion(options))
+        except transient as exc:
+            raise TaskFailed(f"model {model}: {type(exc).__name__}: {exc}") from None
+        except Exception as exc:
+            raise TaskFailed(f"model {model}: {type(exc).__name__}: {exc}", permanent=True) from None
+
+
+async def _acompletion(options: dict[str, Any]) -> Any:
+    """``litellm.acompletion``, then litellm's logging worker flushed and stopped before the loop closes."""
+    import litellm
+    from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
+
+    try:
+        return await litellm.acompletion(**options)
+    finally:
+        await asyncio.sleep(0)  # the success handler's task enqueues its logging
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        await asyncio.gather(*(t for t in others if t is not GLOBAL_LOGGING_WORKER._worker_task))
+        await GLOBAL_LOGGING_WORKER.flush()
+        await GLOBAL_LOGGING_WORKER.stop()
+
+
+def _validated(body: dict[str, Any], key: ResourceKey, kind: type[T]) -> T:
+    checked = validate_object(body)
+    if not isinstance(checked.obj, kind):
+        problem = checked.problems[0].message if checked.problems else f"not a {kind.__name__}"
+        raise TaskFailed(f"applied {key.short} no longer validates: {problem}", permanent=True)
+    return checked.obj
+
+
+def _task_input(task: ClaimedTask) -> Mapping[str, Any]:
+    spec = (task.payload.get("task") or {}).get("spec") or {}
+    found = spec.get("input") or {}
+    return found if isinstance(found, Mapping) else {"input": found}
+
+
+def _scripted(task: ClaimedTask, endpoint: ModelEndpoint, model: str) -> str:
+    """The litellm model of a scripted endpoint, its script registered (see the module doc)."""
+    inline = _task_input(task).get("script_turns")
+    try:
+        if inline is not None:
+            name = f"{model}.{task.id}".replace("/", "_")
+            turns = {"turns": inline} if isinstance(inline, list) else inline
+            scripted_model.register({name: scripted_model.load_script(turns)})
+            return f"{scripted_model.PROVIDER}/{name}"
+        path = endpoint.spec.options.get("script")
+        if path:
+            if not Path(path).is_absolute():
+                raise ValueError(f"options.script must be an absolute path, got {path!r}")
+            scripted_model.register({model: scripted_model.load_script(Path(path))})
+    except (OSError, TypeError, ValueError) as exc:
+        raise TaskFailed(f"scripted model {model}: {exc}", permanent=True) from None
+    return f"{scripted_model.PROVIDER}/{model}"
+
+
+def _function(name: str, tool: Tool) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": tool.spec.description,
+            "parameters": tool.spec.input_schema or {"type": "object"},
+        },
+    }
+
+
+def _usage(response: Any) -> tuple[int, int]:
+    usage = getattr(response, "usage", None)
+    return int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0)
