@@ -165,13 +165,17 @@ def deny(
 def list_approvals(
     state: Annotated[str, typer.Option("--state", help="pending, approved, denied, expired or all")] = "pending",
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many, newest first")] = 100,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table (= --format json)")] = False,
+    output: FormatOption = "text",
     db: DbOption = None,
     state_dir: StateDirOption = None,
 ) -> None:
     """Approval requests, newest first (pending ones by default)."""
     from orlojd.adapters.approvals import ApprovalState
 
+    if output not in ("text", "json"):
+        fail(f"unknown --format {output!r}", "use text or json")
+    as_json = as_json or output == "json"
     if state != "all" and state not in {s.value for s in ApprovalState}:
         fail(f"unknown --state {state!r}", "use pending, approved, denied, expired or all")
     views = _approvals(db, state_dir).list_all(None if state == "all" else ApprovalState(state), limit)
@@ -192,11 +196,15 @@ def list_approvals(
 @approvals_app.command("show")
 def show_approval(
     approval_id: IdArgument,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of text")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of text (= --format json)")] = False,
+    output: FormatOption = "text",
     db: DbOption = None,
     state_dir: StateDirOption = None,
 ) -> None:
     """One approval request: the exact call (tool, argument digest, redacted preview), rules and votes."""
+    if output not in ("text", "json"):
+        fail(f"unknown --format {output!r}", "use text or json")
+    as_json = as_json or output == "json"
     view = _approvals(db, state_dir).get_one(approval_id)
     if view is None:
         fail(f"no approval {approval_id}", "list them: orlojd approvals list --state all")

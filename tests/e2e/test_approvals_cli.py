@@ -102,7 +102,7 @@ def origin_with(tmp_path: Path, signed: bool) -> Origin:
 
 
 def pending(cli: Any, served: Served) -> list[dict[str, Any]]:
-    done = cli("approvals", "list", "--json", "--state-dir", str(served.state_dir))
+    done = cli("approvals", "list", "--format", "json", "--state-dir", str(served.state_dir))
     assert done.code == 0, done.stderr
     return list(json.loads(done.stdout))
 
