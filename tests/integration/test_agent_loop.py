@@ -363,3 +363,38 @@ def _offered(world: World, claim: ClaimedTask) -> list[dict[str, Any]]:
 
     run = world.loop._load(claim)
     return [_function(name, tool) for name, tool in run.tools.items()]
+
+
+@sqlite_only
+def test_arguments_that_are_not_a_json_object_are_told_to_the_model_and_recorded(world: World) -> None:
+    world.apply()
+    claim = world.started(FINAL)
+    run = world.loop._load(claim)
+    answer = world.loop._tool(claim, run, 0, "scan-documents", "{not json")
+    assert answer.startswith("error: the arguments of scan-documents are not a JSON object")
+    assert world.loop._tool(claim, run, 0, "scan-documents", "[1, 2]").endswith("(not a JSON object)")
+    recorded = [e.detail["outcome"] for e in AuditLog(world.store).list_all(task_id=claim.id) if e.event == "tool_call"]
+    assert recorded == ["bad_arguments", "bad_arguments"]
+    assert world.server.seen == [] and "decision" not in world.events(claim.id)
+
+
+@sqlite_only
+def test_a_transient_provider_error_is_retryable_and_any_other_is_permanent(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import litellm
+    from litellm.exceptions import BadRequestError, RateLimitError
+
+    world.apply()
+    for error, permanent in (
+        (RateLimitError("slow down", llm_provider="scripted", model="demo"), False),
+        (BadRequestError("bad request", model="demo", llm_provider="scripted"), True),
+    ):
+
+        async def refuse(*, _error: Exception = error, **options: Any) -> Any:
+            raise _error
+
+        monkeypatch.setattr(litellm, "acompletion", refuse)
+        with pytest.raises(TaskFailed, match=type(error).__name__) as failed:
+            world.run(world.started(FINAL))
+        assert failed.value.permanent is permanent
