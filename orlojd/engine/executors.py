@@ -10,6 +10,8 @@ one more ``Executor``. Until then a run is checked and recorded, not executed:
   result that says no agent runtime ran. A run whose agent was deleted fails for good with
   an error naming the agent, and lands in the dead-letter queue (``orlojd dlq retry`` once
   the agent is back).
+* ``agent``: the agent loop on litellm (``engine/agent_loop.py``): model calls and the tool calls
+  the model asks for, every one through the governance gate. Not the default yet.
 * ``noop``: succeeds at once (benchmarks).
 * ``sleep:MS``: sleeps MS milliseconds, stopping early when cancelled (tests of leases and
   timeouts).
@@ -31,11 +33,12 @@ from typing import Any
 from orlojd.adapters.queue import ClaimedTask
 from orlojd.adapters.store import Store
 from orlojd.core.keys import ResourceKey
+from orlojd.engine.agent_loop import AgentLoop
 from orlojd.engine.gate import Gate
 from orlojd.engine.workers import Executor, TaskFailed
 from orlojd.errors import ConfigError
 
-NAMES = "placeholder, noop, sleep:MS or sink:PATH"
+NAMES = "agent, placeholder, noop, sleep:MS or sink:PATH"
 
 
 def noop(task: ClaimedTask, cancelled: threading.Event) -> dict[str, Any]:
@@ -180,7 +183,7 @@ def known(spec: str) -> bool:
     """Whether ``spec`` names an executor (checked before anything is opened)."""
     name, _, argument = spec.partition(":")
     return (
-        (name in ("placeholder", "noop") and not argument)
+        (name in ("agent", "placeholder", "noop") and not argument)
         or (name == "sleep" and argument.isdigit())
         or (name == "sink" and bool(argument))
     )
@@ -191,6 +194,8 @@ def executor_named(spec: str, store: Store, gate: Gate | None = None) -> Executo
     if not known(spec):
         raise ConfigError(f"--executor {spec!r}: unknown executor", f"use {NAMES}")
     name, _, argument = spec.partition(":")
+    if name == "agent":
+        return AgentLoop(store, gate or Gate(store))
     if name == "placeholder":
         return Placeholder(store, gate)
     if name == "sleep":
