@@ -79,16 +79,37 @@ T = TypeVar("T")
 
 
 def default_tools(tool: Tool) -> ToolSpec | None:
-    """The executor of a Tool manifest: ``type: http`` with an ``endpoint`` is a POST of the arguments as
-    JSON to that endpoint, its host the only one allowed; anything else has no executor (None)."""
-    if tool.spec.type != "http" or not tool.spec.endpoint:
+    """The executor of a Tool manifest: its ``http``, ``command`` or ``python`` block as an ``HttpTool``,
+    ``CommandTool`` or ``PythonTool`` (an ``http`` block with no ``allowedHosts`` may reach only its url's own
+    host); ``type: http`` with only an ``endpoint`` is a POST of the arguments as JSON to that endpoint, its
+    host the only one allowed; anything else has no executor (None)."""
+    spec = tool.spec
+    if spec.http is not None:
+        return HttpTool(
+            method=spec.http.method,
+            url=spec.http.url,
+            allowed_hosts=spec.http.hosts,
+            headers=dict(spec.http.headers),
+            body=spec.http.body,
+            max_response_bytes=spec.http.max_response_bytes,
+        )
+    if spec.command is not None:
+        return CommandTool(
+            argv=tuple(spec.command.argv),
+            cwd=Path(spec.command.cwd) if spec.command.cwd is not None else None,
+            env_allow=tuple(spec.command.env_allow),
+            max_output_bytes=spec.command.max_output_bytes,
+        )
+    if spec.python is not None:
+        return PythonTool(entry_point=spec.python.entry_point, max_output_bytes=spec.python.max_output_bytes)
+    if spec.type != "http" or not spec.endpoint:
         return None
-    parts = urlsplit(tool.spec.endpoint)
+    parts = urlsplit(spec.endpoint)
     host = (parts.hostname or "").lower()
     if not host:
         return None
     allowed = host if parts.port is None else f"{host}:{parts.port}"
-    return HttpTool(method="POST", url=tool.spec.endpoint, allowed_hosts=(allowed,))
+    return HttpTool(method="POST", url=spec.endpoint, allowed_hosts=(allowed,))
 
 
 def _cap(text: str, limit: int = OUTPUT_CAP) -> str:

@@ -10,10 +10,12 @@ never enter a digest, a log line, an error or a plan: only their sha256 does.
 from __future__ import annotations
 
 import hashlib
+import string
 from enum import StrEnum
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, PlainSerializer, SecretStr, model_validator
+from pydantic import Field, PlainSerializer, SecretStr, field_validator, model_validator
 
 from orlojd.core.durations import Duration
 from orlojd.core.manifests.agents import Jitter
@@ -60,15 +62,140 @@ class ToolAuth(OrlojModel):
         return self
 
 
+def _template_names(template: str) -> list[str]:
+    """The ``{name}`` placeholders of a template (``{{``/``}}`` are literal braces); a ValueError for anything else."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"bad template {template!r}: {exc}") from None
+    names: list[str] = []
+    for _literal, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if not name.isidentifier() or spec or conversion:
+            raise ValueError(f"bad template {template!r}: only {{name}} placeholders are allowed")
+        names.append(name)
+    return names
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class ToolHttp(OrlojModel):
+    """One HTTP request per call: fixed method, URL template over the arguments, only the listed hosts."""
+
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    url: Annotated[str, Field(min_length=1)] = Field(
+        description="URL template: '{name}' placeholders are filled (URL-quoted) from the call's arguments; "
+        "scheme and host must be literal"
+    )
+    allowed_hosts: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list,
+        description="Hosts a call may reach: 'host' (the scheme's default port) or 'host:port'; "
+        "empty means only the url's own host",
+    )
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: Literal["json", "none"] = Field(
+        default="json", description="json: the arguments not used in the url, as a JSON object; none: no body"
+    )
+    max_response_bytes: Annotated[int, Field(ge=1)] = 1_000_000
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _upper_method(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _url_host_allowed(self) -> ToolHttp:
+        _template_names(self.url)
+        scheme, sep, rest = self.url.partition("://")
+        if not sep or scheme.lower() not in _DEFAULT_PORTS:
+            raise ValueError(f"url {self.url!r} must start with http:// or https://")
+        netloc = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+        if "{" in netloc or "}" in netloc:
+            raise ValueError(f"url {self.url!r}: the host must be literal, not a placeholder")
+        parts = urlsplit(self.url)
+        try:
+            host, port = (parts.hostname or "").lower(), parts.port
+        except ValueError as exc:
+            raise ValueError(f"url {self.url!r}: {exc}") from None
+        if not host:
+            raise ValueError(f"url {self.url!r} has no host")
+        if self.allowed_hosts:
+            port = port or _DEFAULT_PORTS[scheme.lower()]
+            wanted = {f"{host}:{port}"} | ({host} if port == _DEFAULT_PORTS[scheme.lower()] else set())
+            if not any(entry.strip().lower() in wanted for entry in self.allowed_hosts):
+                shown = host if parts.port is None else f"{host}:{parts.port}"
+                raise ValueError(
+                    f"url host {shown!r} is not in allowedHosts {self.allowed_hosts}; "
+                    "list it there (as 'host:port' for a non-default port) or change the url"
+                )
+        return self
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """The hosts a call may reach: ``allowedHosts``, else the url's own host (``host:port`` if it names a port)."""
+        if self.allowed_hosts:
+            return tuple(self.allowed_hosts)
+        parts = urlsplit(self.url)
+        host = (parts.hostname or "").lower()
+        return (host if parts.port is None else f"{host}:{parts.port}",)
+
+
+class ToolCommand(OrlojModel):
+    """One process per call, never a shell: each argv element a template rendered to exactly one argument."""
+
+    argv: list[str] = Field(
+        min_length=1,
+        description="Program and arguments; '{name}' placeholders are filled from the call's arguments, "
+        "each element rendered to exactly one argument; argv[0] must be literal",
+    )
+    cwd: Annotated[str, Field(min_length=1)] | None = Field(default=None, description="Working directory")
+    env_allow: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = Field(
+        default_factory=list,
+        description="Environment variables passed through (PATH only if listed); nothing else is inherited",
+    )
+    max_output_bytes: Annotated[int, Field(ge=1)] = 1_000_000
+
+    @field_validator("argv")
+    @classmethod
+    def _literal_program(cls, argv: list[str]) -> list[str]:
+        for element in argv:
+            _template_names(element)
+        if not argv[0]:
+            raise ValueError("argv[0] must name a program")
+        if _template_names(argv[0]):
+            raise ValueError(
+                f"argv[0] {argv[0]!r} must be literal, without a placeholder: the program is not chosen by arguments"
+            )
+        return argv
+
+
+class ToolPython(OrlojModel):
+    """A Python function called as ``function(arguments, idempotency_key)``."""
+
+    entry_point: Annotated[str, Field(pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")] = (
+        Field(description="'package.module:function' (or 'package.module:object.method')")
+    )
+    max_output_bytes: Annotated[int, Field(ge=1)] = 1_000_000
+
+
+_EXECUTOR_TYPES = {"http": "http", "command": "command", "python": "python"}
+
+
 class ToolSpec(Spec):
     """A callable tool and the (access, resource) pairs every call to it needs."""
 
-    type: Literal["http", "external", "grpc", "webhook-callback", "queue", "mcp", "wasm", "builtin", "agent"] = "http"
+    type: Literal[
+        "http", "external", "grpc", "webhook-callback", "queue", "mcp", "wasm", "builtin", "agent", "command", "python"
+    ] = "http"
     endpoint: str | None = None
     description: str = ""
     input_schema: dict[str, Any] = Field(default_factory=dict)
     requires: list[PermissionEntry] = Field(
-        default_factory=list, description="(access, resource) pairs a call needs, e.g. '- read: docs'"
+        default_factory=list,
+        description="(access, resource) pairs a call needs, e.g. '- read: docs'. A resource may be a template "
+        "over the call's arguments ('- write: \"repo:{repo}\"'), rendered per call before the gate checks it",
     )
     capabilities: list[str] = Field(default_factory=list)
     operation_classes: list[Access] = Field(default_factory=list)
@@ -80,9 +207,23 @@ class ToolSpec(Spec):
     )
     mcp_server_ref: RefName | None = inert("Orloj MCP server link; kept, not used yet", default=None)
     mcp_tool_name: str | None = inert("Orloj MCP tool name; kept, not used yet", default=None)
+    http: ToolHttp | None = Field(default=None, description="For type 'http': the request a call makes")
+    command: ToolCommand | None = Field(default=None, description="For type 'command': the process a call runs")
+    python: ToolPython | None = Field(default=None, description="For type 'python': the function a call runs")
 
     @model_validator(mode="after")
     def _type_needs(self) -> ToolSpec:
+        blocks = [name for name in _EXECUTOR_TYPES if getattr(self, name) is not None]
+        if len(blocks) > 1:
+            raise ValueError(f"a tool has at most one of http, command, python; found {', '.join(blocks)}")
+        for block in blocks:
+            if self.type != _EXECUTOR_TYPES[block]:
+                raise ValueError(f"'{block}' goes with type '{_EXECUTOR_TYPES[block]}', not type '{self.type}'")
+        for kind in ("command", "python"):
+            if self.type == kind and kind not in blocks:
+                raise ValueError(f"a tool of type '{kind}' needs '{kind}'")
+        if self.http is not None and self.endpoint:
+            raise ValueError("'endpoint' and 'http' both given; put the URL in 'http.url' only")
         if self.type == "mcp" and not (self.mcp_server_ref and self.mcp_tool_name):
             raise ValueError("a tool of type 'mcp' needs 'mcpServerRef' and 'mcpToolName'")
         if (self.type == "agent") != (self.agent_ref is not None):
