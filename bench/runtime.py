@@ -21,8 +21,8 @@
 
 Human-readable lines go first; the last line is one JSON object (see bench/README.md).
 
-    .venv/bin/python bench/runtime.py            # about 1 min on 2 cores
-    .venv/bin/python bench/runtime.py --quick    # under 30 s
+    .venv/bin/python bench/runtime.py            # about 20 s on 2 cores
+    .venv/bin/python bench/runtime.py --quick    # about 10 s
     .venv/bin/python bench/runtime.py --profile  # also the profile of one run
 """
 
@@ -398,11 +398,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats; under 60 s")
     parser.add_argument("--steps", type=int, default=21, help="model calls per run: steps-1 tool calls + 1 (21)")
-    parser.add_argument("--repeats", type=int, default=None, help="runs of each side (15; 5 quick)")
+    parser.add_argument("--repeats", type=int, default=None, help="runs of each side (31; 7 quick)")
     parser.add_argument("--profile", action="store_true", help="also profile one orlojd run and split its time")
     parser.add_argument("--keep", action="store_true", help="keep the store and repository in bench/.work")
     args = parser.parse_args(argv)
-    repeats = args.repeats or (5 if args.quick else 15)
+    repeats = args.repeats or (7 if args.quick else 31)
     steps = max(args.steps, 1)
 
     WORK.mkdir(exist_ok=True)
