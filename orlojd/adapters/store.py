@@ -242,7 +242,11 @@ class Store:
             return {row.key: row.value for row in session.exec(select(MetaRow)).all()}
 
     def applied_revision_one(self) -> str | None:
-        return self.meta_all().get("applied_revision")
+        """The applied revision: one row read (the gate asks before every call)."""
+        meta = MetaRow.__table__  # type: ignore[attr-defined]
+        with self.reading("reading the applied revision") as connection:
+            found = connection.execute(sa_select(meta.c.value).where(meta.c.key == "applied_revision")).scalar()
+        return None if found is None else str(found)
 
     def store_id_one(self) -> str:
         """This store's own random id, made on first use: the audit writer id of whoever drains it."""
