@@ -244,7 +244,7 @@ def status(
     """The applied revision, the daemon's source condition and every object's conditions."""
     from orlojd.adapters.store import Store
     from orlojd.engine.workspace import store_url
-    from orlojd.status_view import render_status, worker_json
+    from orlojd.status_view import agent_usage, render_status, worker_json
 
     if db is None and state_dir is not None and not (state_dir.resolve() / "state.db").exists():
         fail(
@@ -262,6 +262,7 @@ def status(
         source = store.source_status_one()
         workers = WorkerRegistry(store).list_all(clock.now(), LOST_AFTER)
         tasks = TaskQueue(store).counts_all()
+        usage = agent_usage(store, clock.now())
     finally:
         store.close()
     if output is OutputFormat.json:
@@ -283,12 +284,13 @@ def status(
                     "source": source,
                     "tasks": tasks,
                     "workers": [worker_json(w) for w in workers],
+                    "usage": usage,
                 },
                 indent=2,
             )
         )
         return
-    render_status(revision, records, history, source, tty=_tty(), tasks=tasks, workers=workers)
+    render_status(revision, records, history, source, tty=_tty(), tasks=tasks, workers=workers, usage=usage)
 
 
 @app.command()

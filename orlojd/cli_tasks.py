@@ -18,6 +18,7 @@ import typer
 from orlojd.cli_options import DbOption, StateDirOption
 
 if TYPE_CHECKING:
+    from orlojd.adapters.budgets import TaskUsage
     from orlojd.adapters.queue import TaskQueue, TaskView
 
 task_app = typer.Typer(
@@ -66,16 +67,30 @@ def _conditions(queue: TaskQueue, views: list[TaskView]) -> dict[str, list[dict[
     }
 
 
-def _plain(view: TaskView, conditions: list[dict[str, str]]) -> dict[str, Any]:
+OUTPUT_LINES = 20  # lines of a task's output `orlojd task show --format text` prints
+
+
+def _usage(queue: TaskQueue, views: list[TaskView]) -> dict[str, TaskUsage]:
+    """Each task's model usage (calls, tokens, cost) from the budget ledger, by id; all zero when none."""
+    from orlojd.adapters.budgets import BudgetLedger, TaskUsage
+
+    found = BudgetLedger(queue.store).usage_by_task_all(v.id for v in views)
+    return {v.id: found.get(v.id, TaskUsage()) for v in views}
+
+
+def _plain(view: TaskView, conditions: list[dict[str, str]], usage: TaskUsage | None = None) -> dict[str, Any]:
     data = asdict(view)
     data["conditions"] = conditions
+    if usage is not None:
+        data["usage"] = usage.as_json()
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in data.items()}
 
 
 def _print(queue: TaskQueue, views: list[TaskView], as_json: bool) -> None:
     conditions = _conditions(queue, views)
     if as_json:
-        typer.echo(json.dumps([_plain(v, conditions[v.id]) for v in views], indent=2, default=str))
+        usage = _usage(queue, views)
+        typer.echo(json.dumps([_plain(v, conditions[v.id], usage[v.id]) for v in views], indent=2, default=str))
         return
     if not views:
         typer.echo("no tasks")
@@ -88,13 +103,69 @@ def _print(queue: TaskQueue, views: list[TaskView], as_json: bool) -> None:
         typer.echo(f"{v.id:34} {v.state.value:16} {v.attempts}/{v.max_attempts:<6} {v.task_key[:40]:40} {note}")
 
 
-def _show(queue: TaskQueue, task_id: str) -> None:
+def usage_text(calls: int, tokens: int, cost: float) -> str:
+    """``3 calls, 1,234 tokens, $0.0123``."""
+    return f"{calls} call{'s' if calls != 1 else ''}, {tokens:,} tokens, ${cost:.4f}"
+
+
+def _output_lines(result: dict[str, Any] | None) -> list[str]:
+    """The first lines of a result's ``output`` (text as is, anything else as JSON); none without one."""
+    if not result or result.get("output") in (None, ""):
+        return []
+    output = result["output"]
+    text = output if isinstance(output, str) else json.dumps(output, indent=2, default=str)
+    lines = text.splitlines()
+    if len(lines) > OUTPUT_LINES:
+        return [*lines[:OUTPUT_LINES], f"... ({len(lines) - OUTPUT_LINES} more lines; --format json has all)"]
+    return lines
+
+
+def _show_text(view: TaskView, conditions: list[dict[str, str]], usage: TaskUsage) -> None:
+    def when(moment: Any) -> str:
+        return moment.isoformat() if moment is not None else "-"
+
+    typer.echo(f"id: {view.id}")
+    typer.echo(f"task: {view.task_key}")
+    if view.agent:
+        typer.echo(f"agent: {view.agent}")
+    typer.echo(f"state: {view.state.value}{' (paused)' if view.paused else ''}")
+    typer.echo(f"attempts: {view.attempts}/{view.max_attempts}")
+    typer.echo(f"created: {when(view.created_at)}  finished: {when(view.finished_at)}")
+    if conditions:
+        typer.echo("conditions: " + ", ".join(c.get("type", "") for c in conditions))
+    if view.last_error:
+        typer.echo(f"last error: {view.last_error.splitlines()[0]}")
+    line = "usage: " + usage_text(usage.calls, usage.tokens, usage.cost)
+    if usage.unsettled:
+        line += f" ({usage.unsettled} call{'s' if usage.unsettled != 1 else ''} still at the estimate)"
+    typer.echo(line)
+    lines = _output_lines(view.result)
+    if lines:
+        typer.echo("output:")
+        for text in lines:
+            typer.echo(f"  {text}")
+
+
+def _show(queue: TaskQueue, task_id: str, as_text: bool = False) -> None:
     view = queue.get_one(task_id)
     if view is None:
         typer.echo(f"error: no task {task_id!r}", err=True)
         typer.echo("  hint: orlojd task list shows the ids", err=True)
         raise typer.Exit(1)
-    typer.echo(json.dumps(_plain(view, _conditions(queue, [view])[view.id]), indent=2, default=str))
+    conditions = _conditions(queue, [view])[view.id]
+    usage = _usage(queue, [view])[view.id]
+    if as_text:
+        _show_text(view, conditions, usage)
+        return
+    typer.echo(json.dumps(_plain(view, conditions, usage), indent=2, default=str))
+
+
+ShowFormatOption = Annotated[
+    str,
+    typer.Option(
+        "--format", help="json (the default: everything stored) or text (a summary with the output's first lines)"
+    ),
+]
 
 
 @task_app.command("list")
@@ -116,9 +187,18 @@ def task_list(
 
 
 @task_app.command("show")
-def task_show(task_id: str, db: DbOption = None, state_dir: StateDirOption = None) -> None:
-    """One task, everything stored about it, as JSON."""
-    _show(_queue(db, state_dir), task_id)
+def task_show(
+    task_id: str,
+    output: ShowFormatOption = "json",
+    as_json: JsonOption = False,
+    db: DbOption = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    """One task, everything stored about it (with its model usage), as JSON; --format text for people."""
+    if output not in ("json", "text"):
+        typer.echo(f"error: --format: use json or text, not {output!r}", err=True)
+        raise typer.Exit(1)
+    _show(_queue(db, state_dir), task_id, as_text=output == "text" and not as_json)
 
 
 @task_app.command("cancel")

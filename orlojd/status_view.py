@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from orlojd.adapters.store import StatusRecord
 from orlojd.adapters.worker_registry import WorkerView
+
+if TYPE_CHECKING:
+    from orlojd.adapters.budgets import AgentUsage
+    from orlojd.adapters.store import Store
 
 
 def worker_json(worker: WorkerView) -> dict[str, Any]:
@@ -22,6 +27,27 @@ def worker_json(worker: WorkerView) -> dict[str, Any]:
     }
 
 
+def usage_json(total: dict[str, AgentUsage], today: dict[str, AgentUsage]) -> dict[str, Any]:
+    """``{"agents": {agent: {calls, tokens, cost, today: {calls, tokens, cost}}}}``, agents sorted."""
+    from orlojd.adapters.budgets import AgentUsage
+
+    return {
+        "agents": {
+            agent: {**total[agent].as_json(), "today": today.get(agent, AgentUsage()).as_json()}
+            for agent in sorted(total)
+        }
+    }
+
+
+def agent_usage(store: Store, now: datetime) -> dict[str, Any]:
+    """Every agent's model usage in total and since this UTC day's midnight, from the budget ledger."""
+    from orlojd.adapters.budgets import BudgetLedger
+    from orlojd.core.budgets import day_start
+
+    ledger = BudgetLedger(store)
+    return usage_json(ledger.usage_by_agent_all(None), ledger.usage_by_agent_all(day_start(now)))
+
+
 def _condition(conditions: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return next((c for c in conditions if c.get("type") == kind), {})
 
@@ -34,6 +60,7 @@ def render_status(
     tty: bool,
     tasks: dict[str, int] | None = None,
     workers: list[WorkerView] | None = None,
+    usage: dict[str, Any] | None = None,
 ) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -78,3 +105,23 @@ def render_status(
             when = worker.heartbeat_at.strftime("%Y-%m-%d %H:%M:%S")
             table.add_row(worker.id, worker.state.value, str(worker.capacity), labels, when)
         console.print(table, markup=False)
+    agents = (usage or {}).get("agents", {})
+    if agents:
+        table = Table(box=None, show_edge=False, pad_edge=False)
+        for column in ("AGENT", "CALLS TODAY", "TOKENS TODAY", "COST TODAY", "CALLS", "TOKENS", "COST"):
+            table.add_column(column, justify="left" if column == "AGENT" else "right")
+        for agent, used in agents.items():
+            day = used["today"]
+            table.add_row(
+                agent,
+                str(day["calls"]),
+                f"{day['tokens']:,}",
+                f"${day['cost']:.4f}",
+                str(used["calls"]),
+                f"{used['tokens']:,}",
+                f"${used['cost']:.4f}",
+            )
+        # plain output (a pipe, a file) is not cut to 80 columns: agent names stay whole
+        wide = console if tty else Console(no_color=True, highlight=False, width=1000)
+        wide.print("model usage (today: since 00:00 UTC)")
+        wide.print(table, markup=False)

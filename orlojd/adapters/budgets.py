@@ -29,8 +29,8 @@ timezone-aware, stored in UTC); nothing here reads the clock. Store errors are `
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
-from dataclasses import asdict
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -44,7 +44,7 @@ from orlojd.adapters.store import Store, stored_time
 from orlojd.adapters.tables import BudgetChargeRow
 from orlojd.core.budgets import WINDOW, BudgetLimits, BudgetVerdict, Usage, check, day_start
 
-__all__ = ["BudgetLedger", "Pricing", "budget_lock_key"]
+__all__ = ["AgentUsage", "BudgetLedger", "Pricing", "TaskUsage", "budget_lock_key"]
 
 CHARGES: sa.Table = BudgetChargeRow.__table__  # type: ignore[attr-defined]
 Pricing = Callable[[str, int, int], float | None]  # (model, prompt tokens, completion tokens) -> USD or None
@@ -58,6 +58,34 @@ def budget_lock_key(agent: str) -> int:
 
 def _count(value: Any) -> int:
     return int(value or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskUsage:
+    """A task's model calls: how many, their tokens and cost (USD), how many still only reserved."""
+
+    calls: int = 0
+    tokens: int = 0
+    cost: float = 0.0
+    unsettled: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {"calls": self.calls, "tokens": self.tokens, "cost": self.cost}
+
+
+@dataclass(frozen=True, slots=True)
+class AgentUsage:
+    """An agent's model calls: how many, their tokens and cost (USD)."""
+
+    calls: int = 0
+    tokens: int = 0
+    cost: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {"calls": self.calls, "tokens": self.tokens, "cost": self.cost}
+
+
+_IN_CHUNK = 500  # task ids per query: well under SQLite's bound-parameter limit
 
 
 class BudgetLedger:
@@ -163,6 +191,50 @@ class BudgetLedger:
         now = utc(now)
         with self.store.reading("reading budget usage") as connection:
             return _usage(connection, agent, task_id, now)
+
+    def usage_by_task_all(self, task_ids: Iterable[str]) -> dict[str, TaskUsage]:
+        """Usage of each of ``task_ids`` that has charges (one GROUP BY query per 500 ids); others are absent.
+
+        A reserved but unsettled call counts with its estimate (``unsettled`` says how many).
+        """
+        ids = sorted(set(task_ids))
+        c = CHARGES.c
+        found: dict[str, TaskUsage] = {}
+        with self.store.reading("reading the tasks' model usage") as connection:
+            for start in range(0, len(ids), _IN_CHUNK):
+                statement = (
+                    sa.select(
+                        c.task_id,
+                        sa.func.count(),
+                        sa.func.coalesce(sa.func.sum(c.tokens), 0),
+                        sa.func.coalesce(sa.func.sum(c.cost), 0),
+                        sa.func.coalesce(sa.func.sum(sa.case((c.settled == sa.false(), 1), else_=0)), 0),
+                    )
+                    .where(c.task_id.in_(ids[start : start + _IN_CHUNK]))
+                    .group_by(c.task_id)
+                )
+                for row in connection.execute(statement):
+                    found[row[0]] = TaskUsage(
+                        calls=_count(row[1]), tokens=_count(row[2]), cost=float(row[3] or 0.0), unsettled=_count(row[4])
+                    )
+        return found
+
+    def usage_by_agent_all(self, since: datetime | None = None) -> dict[str, AgentUsage]:
+        """Usage of each agent with charges reserved at or after ``since`` (None: ever); one GROUP BY query."""
+        c = CHARGES.c
+        statement = sa.select(
+            c.agent,
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(c.tokens), 0),
+            sa.func.coalesce(sa.func.sum(c.cost), 0),
+        ).group_by(c.agent)
+        if since is not None:
+            statement = statement.where(c.at >= utc(since))
+        with self.store.reading("reading the agents' model usage") as connection:
+            return {
+                row[0]: AgentUsage(calls=_count(row[1]), tokens=_count(row[2]), cost=float(row[3] or 0.0))
+                for row in connection.execute(statement.order_by(c.agent))
+            }
 
 
 def _usage_query() -> sa.Select[Any]:
