@@ -64,7 +64,7 @@ from orlojd.adapters.queue import ClaimedTask, TaskQueue  # noqa: E402
 from orlojd.adapters.store import Store  # noqa: E402
 from orlojd.core.keys import ResourceKey  # noqa: E402
 from orlojd.core.runs import run_parameters  # noqa: E402
-from orlojd.engine.agent_loop import AgentLoop  # noqa: E402
+from orlojd.engine.agent_loop import AgentLoop, assistant_message  # noqa: E402
 from orlojd.engine.applying import apply_revision  # noqa: E402
 from orlojd.engine.gate import Gate  # noqa: E402
 from orlojd.engine.workspace import open_workspace  # noqa: E402
@@ -235,20 +235,7 @@ def floor_run(steps: int, name: str) -> int:
         calls = list(getattr(message, "tool_calls", None) or [])
         if not calls:
             return step + 1
-        messages.append(
-            {
-                "role": "assistant",
-                "content": message.content,
-                "tool_calls": [
-                    {
-                        "id": c.id,
-                        "type": "function",
-                        "function": {"name": c.function.name, "arguments": c.function.arguments or ""},
-                    }
-                    for c in calls
-                ],
-            }
-        )
+        messages.append(assistant_message(message.content, calls))  # the same turn the loop feeds back
         for c in calls:
             messages.append({"role": "tool", "tool_call_id": c.id, "content": NO_EXECUTOR})
     raise AssertionError("the script did not end")

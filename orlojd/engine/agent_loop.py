@@ -46,7 +46,7 @@ import asyncio
 import json
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -204,20 +204,7 @@ class AgentLoop:
                     "steps": step + 1,
                     "usage": {"prompt": prompt_total, "completion": completion_total},
                 }
-            messages.append(
-                {
-                    "role": "assistant",
-                    "content": message.content,
-                    "tool_calls": [
-                        {
-                            "id": c.id,
-                            "type": "function",
-                            "function": {"name": c.function.name, "arguments": c.function.arguments or ""},
-                        }
-                        for c in calls
-                    ],
-                }
-            )
+            messages.append(assistant_message(message.content, calls))
             for c in calls:
                 answer = self._tool(task, run, step, str(c.function.name), c.function.arguments)
                 messages.append({"role": "tool", "tool_call_id": c.id, "content": _cap(answer)})
@@ -347,3 +334,19 @@ def _function(name: str, tool: Tool) -> dict[str, Any]:
 def _usage(response: Any) -> tuple[int, int]:
     usage = getattr(response, "usage", None)
     return int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0)
+
+
+def assistant_message(content: str | None, calls: Sequence[Any]) -> dict[str, Any]:
+    """The assistant turn fed back to the model: its text and its tool calls (OpenAI format)."""
+    return {
+        "role": "assistant",
+        "content": content,
+        "tool_calls": [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.function.name, "arguments": c.function.arguments or ""},
+            }
+            for c in calls
+        ],
+    }
