@@ -207,6 +207,11 @@ def load_script(source: Mapping[str, Any] | Path) -> Script:
 _SCRIPTS: dict[str, Script] = {}
 
 
+def unregister(name: str) -> None:
+    """Forget the script registered under ``name`` (a run's own inline script, once the run ends)."""
+    _SCRIPTS.pop(name, None)
+
+
 def _response(name: str, messages: Sequence[Any]) -> Any:
     from litellm.exceptions import NotFoundError
     from litellm.types.utils import ModelResponse

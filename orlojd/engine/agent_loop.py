@@ -174,6 +174,13 @@ class AgentLoop:
 
     def __call__(self, task: ClaimedTask, cancelled: threading.Event) -> dict[str, Any]:
         run = self._load(task)
+        try:
+            return self._run(task, run, cancelled)
+        finally:
+            if run.litellm_model.endswith(f".{task.id}"):  # the run's own inline script: not kept for ever
+                scripted_model.unregister(run.litellm_model.split("/", 1)[1])
+
+    def _run(self, task: ClaimedTask, run: _Run, cancelled: threading.Event) -> dict[str, Any]:
         task_input = dict(_task_input(task))
         task_input.pop("script_turns", None)
         messages: list[dict[str, Any]] = [

@@ -20,6 +20,7 @@ import pytest
 from conftest import GitRepo
 from pools import T0, Clock
 
+from orlojd.adapters import scripted_model
 from orlojd.adapters.approvals import Approvals, ApprovalState
 from orlojd.adapters.audit import AuditLog
 from orlojd.adapters.queue import ClaimedTask, TaskQueue, TaskState
@@ -247,6 +248,7 @@ def test_an_allowed_tool_call_runs_and_the_final_answer_is_the_result(world: Wor
     assert events.count("model_call") == 2 and events.count("model_usage") == 2
     tool_event = next(e for e in AuditLog(world.store).list_all(task_id=claim.id) if e.event == "tool_call")
     assert tool_event.detail["outcome"] == "ok" and tool_event.tool == "scan-documents"
+    assert not [name for name in scripted_model.registered() if name.endswith(claim.id)], "the run's script is gone"
 
 
 def test_a_denial_returned_to_the_model_is_read_by_it_and_the_tool_never_runs(world: World) -> None:
