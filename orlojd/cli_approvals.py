@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from orlojd.cli_options import DbOption, StateDirOption, fail
+from orlojd.cli_options import DbOption, StateDirOption, fail, wants_json
 
 if TYPE_CHECKING:
     from orlojd.adapters.approvals import Approvals, ApprovalView
@@ -101,8 +101,7 @@ def _vote(
     from orlojd.adapters import clock
     from orlojd.adapters.approvals import VoteOutcome
 
-    if output not in ("text", "json"):
-        fail(f"unknown --format {output!r}", "use text or json")
+    as_json = wants_json(output)
     approvals = _approvals(db, state_dir)
     view = approvals.get_one(approval_id)
     if view is None:
@@ -113,7 +112,7 @@ def _vote(
         voter, signature = _signed(view, approve, voter, who is not None, key)
     result = approvals.vote_run(approval_id, voter, approve, reason, signature, clock.now())
     counted = result.outcome in (VoteOutcome.RECORDED, VoteOutcome.APPROVED, VoteOutcome.DENIED)
-    if output == "json":
+    if as_json:
         state = None if result.approval is None else result.approval.state.value
         typer.echo(
             json.dumps(
@@ -173,9 +172,7 @@ def list_approvals(
     """Approval requests, newest first (pending ones by default)."""
     from orlojd.adapters.approvals import ApprovalState
 
-    if output not in ("text", "json"):
-        fail(f"unknown --format {output!r}", "use text or json")
-    as_json = as_json or output == "json"
+    as_json = wants_json(output, as_json)
     if state != "all" and state not in {s.value for s in ApprovalState}:
         fail(f"unknown --state {state!r}", "use pending, approved, denied, expired or all")
     views = _approvals(db, state_dir).list_all(None if state == "all" else ApprovalState(state), limit)
@@ -202,9 +199,7 @@ def show_approval(
     state_dir: StateDirOption = None,
 ) -> None:
     """One approval request: the exact call (tool, argument digest, redacted preview), rules and votes."""
-    if output not in ("text", "json"):
-        fail(f"unknown --format {output!r}", "use text or json")
-    as_json = as_json or output == "json"
+    as_json = wants_json(output, as_json)
     view = _approvals(db, state_dir).get_one(approval_id)
     if view is None:
         fail(f"no approval {approval_id}", "list them: orlojd approvals list --state all")

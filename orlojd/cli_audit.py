@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from orlojd.cli_options import DbOption, StateDirOption, fail
+from orlojd.cli_options import DbOption, StateDirOption, fail, wants_json
 
 audit_app = typer.Typer(help="Audit records in git notes: log, verify.", no_args_is_help=True, rich_markup_mode=None)
 notes_app = typer.Typer(help="Git notes of this repository: setup.", no_args_is_help=True, rich_markup_mode=None)
@@ -64,8 +64,7 @@ def audit_log(
     from orlojd.adapters.notes import read_notes
     from orlojd.core.audit_records import records_of
 
-    if output not in ("text", "json"):
-        fail(f"unknown --format {output!r}", "use text or json")
+    as_json = wants_json(output)
     start = _since(since)
     root = _repo(repo)
     lines = [line for note in read_notes(root).values() for line in note]
@@ -77,7 +76,7 @@ def audit_log(
         if subject is not None and not record.subject.startswith(subject):
             continue
         shown += 1
-        if output == "json":
+        if as_json:
             typer.echo(record.line())
             continue
         what = " ".join(f"{k}={record.detail[k]}" for k in ("verdict", "reason", "tool") if k in record.detail)
@@ -86,7 +85,7 @@ def audit_log(
             f"{record.ts} {record.w}#{record.seq} {record.event} {record.subject or '-'} by {record.actor} "
             f"@{revision} {what}".rstrip()
         )
-    if output == "text" and shown == 0:
+    if not as_json and shown == 0:
         typer.echo("no audit records" + (" match" if since or subject else f" in {root}"))
 
 
@@ -108,8 +107,7 @@ def audit_verify(
     from orlojd.engine.audit_verify import daemon_allowed_signers, verify
     from orlojd.settings import load_settings
 
-    if output not in ("text", "json"):
-        fail(f"unknown --format {output!r}", "use text or json")
+    as_json = wants_json(output)
     root = _repo(repo)
     with tempfile.TemporaryDirectory() as scratch:
         signers = allowed_signers
@@ -121,7 +119,7 @@ def audit_verify(
                 state = state_dir or root / load_settings(root).state_dir
                 signers = daemon_allowed_signers(state, Path(scratch) / "allowed_signers")
         report = verify(root, signers)
-    if output == "json":
+    if as_json:
         typer.echo(
             json.dumps(
                 {

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from orlojd.cli_options import fail
+from orlojd.cli_options import fail, wants_json
 
 if TYPE_CHECKING:
     from orlojd.core.desired import Desired
@@ -94,8 +94,7 @@ def can_i(
     from orlojd.core.manifests.base import split_ref
     from orlojd.sources import load_revision
 
-    if output not in ("text", "json"):
-        fail(f"unknown --format {output!r}", "use text or json")
+    as_json = wants_json(output)
     if agent.count("/") > 1 or not all(agent.split("/")):
         fail(f"{agent!r} is not name or namespace/name", "for example: orlojd can-i compliance-checker flag-issues")
     desired, snapshot = load_revision(path, rev)
@@ -111,7 +110,7 @@ def can_i(
     needs = tuple((access, resource) for access, resource in (("read", read), ("write", write)) if resource is not None)
     decision: Decision = decide(context, CallRequest(akey, tool, needs))
     because = [_located(p, desired, snapshot) for p in decision.because]
-    if output == "json":
+    if as_json:
         typer.echo(
             json.dumps(
                 {

@@ -23,3 +23,11 @@ def fail(message: str, hint: str = "", code: int = 1) -> NoReturn:
     if hint:
         typer.echo(f"  hint: {hint}", err=True)
     raise typer.Exit(code)
+
+
+def wants_json(output: str, as_json: bool = False) -> bool:
+    """``--format text|json`` (and the ``--json`` shorthand where a command has it): True for JSON;
+    any other format is an error that names the choices."""
+    if output not in ("text", "json"):
+        fail(f"unknown --format {output!r}", "use text or json")
+    return as_json or output == "json"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from orlojd.cli_options import DbOption, StateDirOption
+from orlojd.cli_options import DbOption, StateDirOption, wants_json
 
 if TYPE_CHECKING:
     from orlojd.adapters.budgets import TaskUsage
@@ -195,10 +195,7 @@ def task_show(
     state_dir: StateDirOption = None,
 ) -> None:
     """One task, everything stored about it (with its model usage), as JSON; --format text for people."""
-    if output not in ("json", "text"):
-        typer.echo(f"error: --format: use json or text, not {output!r}", err=True)
-        raise typer.Exit(1)
-    _show(_queue(db, state_dir), task_id, as_text=output == "text" and not as_json)
+    _show(_queue(db, state_dir), task_id, as_text=not wants_json(output, as_json))
 
 
 @task_app.command("cancel")
