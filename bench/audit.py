@@ -69,7 +69,7 @@ INTERVALS = (0.5, 0.2)  # drain ticks: the daemon's audit_every, and a shorter o
 SETTLE_S = 10.0  # after the producer stops, how long the drain loop may take to catch up
 GROWN = (0, 20_000, 100_000)  # records already in the notes before one more batch
 FLOOR_SAMPLE = 300  # per-record `git notes append` calls timed per repeat (100 with --quick)
-# Measured earlier on this machine: /work/shared/reference/perf-floors.md, part c.
+# Measured earlier on this machine: ../shared/reference/perf-floors.md, part c.
 REFERENCE: dict[str, dict[str, Any]] = {
     "notes_add_per_record": {"per_s": 322, "what": "git notes add once per record, 1k records"},
     "fast_import_1k": {"per_s": 26_933, "what": "git fast-import, one commit with 1k `N inline` notes"},

@@ -81,7 +81,7 @@ PG_ADMIN = os.environ.get("ORLOJD_BENCH_PG", "postgresql://postgres@127.0.0.1:54
 PEER_ONE_RULE = {"p50_ms": 0.011, "what": "published peer: one rule, p50"}
 PEER_FULL_CHECK = {"p50_ms": 0.103, "what": "published peer: full check with audit, p50"}
 PEER_LOAD = {"ms": 8.4, "what": "published peer: policy load"}
-# Cedar (cedarpy) measured on this machine: /work/shared/reference/perf-floors.md lines 113-117.
+# Cedar (cedarpy) measured on this machine: ../shared/reference/perf-floors.md lines 113-117.
 CEDAR_DECIDE = {
     1: {"per_s": 24_800, "p50_us": 39, "p99_us": 77, "what": "cedarpy is_authorized, 1 policy, pre-parsed"},
     100: {"per_s": 8_100, "p50_us": 113, "p99_us": 237, "what": "cedarpy is_authorized, 100 policies, pre-parsed"},

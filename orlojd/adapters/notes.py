@@ -12,7 +12,7 @@ and by the CLI; what a line or a commit message says is the caller's business, n
 Every notes commit is signed in process (``orlojd.adapters.sshsig``) and written with plumbing
 (``hash-object``, a temporary index, ``write-tree``, ``update-ref NEW OLD``); never with
 ``git notes add/append/merge``, which write unsigned commits (see
-/work/shared/reference/signed-notes.md, observed on git 2.39). The repository's own index and
+../shared/reference/signed-notes.md, observed on git 2.39). The repository's own index and
 work tree are never touched.
 """
 

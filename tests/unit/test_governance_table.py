@@ -6,7 +6,7 @@ the reason code and the provenance of the deciding rule (``because[0]``: object 
 absent flag), and for approval decisions the rest of ``because`` as well.
 
 Rule order and semantics: the module docstring of orlojd/core/governance.py and
-/work/shared/reference/orloj.md (2.1, 2.2, 2.4). Rows where the gate disagrees with either are
+../shared/reference/orloj.md (2.1, 2.2, 2.4). Rows where the gate disagrees with either are
 ``xfail(strict=True)`` with the documented outcome; the reason names the rule.
 
 The second table runs named calls against the real Orloj manifests of the conformance corpus.
