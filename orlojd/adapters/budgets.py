@@ -319,31 +319,16 @@ def _event(
         "message": verdict.message,
         "warnings": list(verdict.warnings),
     }
-    if verdict.ok and not verdict.warnings:
-        return AuditEvent(
-            event="model_call", at=now, task_id=task_id, agent=agent, verdict="allow", reason="allowed", detail=detail
-        )
     if verdict.ok:
-        return AuditEvent(
-            event="budget_warning",
-            at=now,
-            task_id=task_id,
-            agent=agent,
-            verdict="allow",
-            reason="budget_warning",
-            detail=detail,
-        )
-    detail |= {
-        "limit": verdict.limit,
-        "where": provenance_json([verdict.where]) if verdict.where is not None else [],
-        "retry_at": verdict.retry_at.isoformat() if verdict.retry_at is not None else None,
-    }
+        event, reason = ("budget_warning", "budget_warning") if verdict.warnings else ("model_call", "allowed")
+    else:
+        event, reason = "budget_exceeded", "budget_exceeded"
+        detail |= {
+            "limit": verdict.limit,
+            "where": provenance_json([verdict.where]) if verdict.where is not None else [],
+            "retry_at": verdict.retry_at.isoformat() if verdict.retry_at is not None else None,
+        }
+    verdict_text = "allow" if verdict.ok else "deny"
     return AuditEvent(
-        event="budget_exceeded",
-        at=now,
-        task_id=task_id,
-        agent=agent,
-        verdict="deny",
-        reason="budget_exceeded",
-        detail=detail,
+        event=event, at=now, task_id=task_id, agent=agent, verdict=verdict_text, reason=reason, detail=detail
     )

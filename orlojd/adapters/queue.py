@@ -212,7 +212,7 @@ class TaskQueue:
             row[5],
             row[6],
             row[7],
-            stored_time(_parsed(row[8])),
+            stored_time(row[8]),
             timeout,
             worker_id,
         )
@@ -533,13 +533,6 @@ def _ended(state: TaskState, now: datetime, error: str | None = None) -> dict[st
     if error is not None:
         values["last_error"] = error
     return values
-
-
-def _parsed(moment: Any) -> datetime | None:
-    """A timestamp from a raw driver row: SQLite gives text, psycopg a datetime."""
-    if moment is None or isinstance(moment, datetime):
-        return moment
-    return datetime.fromisoformat(str(moment))
 
 
 def _dumps(value: dict[str, Any]) -> str:
