@@ -50,7 +50,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE] + [str(HERE)]
 
-from load import GIT_ENV, WORK, git, provenance  # noqa: E402
+from load import GIT_ENV, WORK, git, percentile, provenance  # noqa: E402
 
 from orlojd.adapters.audit import AuditEvent, AuditLog  # noqa: E402
 from orlojd.adapters.notes import REF, read_notes  # noqa: E402
@@ -158,12 +158,6 @@ def fresh(parent: Path, name: str) -> Setup:
 # ---------------------------------------------------------------------------
 # Measurement helpers
 # ---------------------------------------------------------------------------
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(len(ordered) * q / 100)) - 1]
 
 
 def notes_commits(repo: Path, ref: str = REF) -> int:

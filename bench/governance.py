@@ -28,7 +28,6 @@ import argparse
 import gc
 import hashlib
 import json
-import math
 import os
 import shutil
 import sqlite3
@@ -51,7 +50,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE] + [str(H
 
 import psycopg  # noqa: E402
 import yaml  # noqa: E402
-from load import WORK, provenance  # noqa: E402
+from load import WORK, percentile, provenance  # noqa: E402
 from psycopg import sql as pgsql  # noqa: E402
 
 from orlojd.adapters.audit import AuditLog, decision_event  # noqa: E402
@@ -230,12 +229,6 @@ def requests(path: str) -> list[CallRequest]:
 # ---------------------------------------------------------------------------
 
 ns_clock = time.perf_counter_ns
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(len(ordered) * q / 100)) - 1]
 
 
 @dataclass

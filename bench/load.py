@@ -27,6 +27,7 @@ import cProfile
 import datetime
 import io
 import json
+import math
 import os
 import platform
 import pstats
@@ -246,6 +247,12 @@ def generate(folders: int) -> Iterator[tuple[str, bytes]]:
         files += [(f"tasks/task-{i:02d}.yaml", _task(team, ns, i)) for i in range(TASKS_PER_FOLDER)]
         for rel, text in files:
             yield f"{ns}/{rel}", text.encode()
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(len(ordered) * q / 100)) - 1]
 
 
 def provenance() -> dict[str, Any]:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import signal
 import statistics
@@ -40,7 +39,7 @@ from pathlib import Path
 from typing import IO
 
 import watchfiles
-from load import WORK, generate, git, provenance
+from load import WORK, generate, git, percentile, provenance
 
 METRIC = "push_to_applied_p50"
 TARGET_MS = 300.0
@@ -94,12 +93,6 @@ class RefWatcher:
             if time.perf_counter() > deadline:
                 return None
             time.sleep(0.001)
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(len(ordered) * q / 100)) - 1]
 
 
 def wait_for_log(path: Path, text: str, daemon: subprocess.Popen[bytes], timeout: float) -> None:

@@ -34,7 +34,6 @@ import argparse
 import contextlib
 import itertools
 import json
-import math
 import multiprocessing
 import os
 import shutil
@@ -61,7 +60,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE] + [str(HERE)]
 
 import psycopg  # noqa: E402
-from load import WORK, provenance  # noqa: E402
+from load import WORK, percentile, provenance  # noqa: E402
 from psycopg import sql as pgsql  # noqa: E402
 
 from orlojd.adapters.queue import ClaimedTask, TaskQueue  # noqa: E402
@@ -142,12 +141,6 @@ class Run:
     @property
     def rate(self) -> float:
         return self.tasks / self.seconds
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(len(ordered) * q / 100)) - 1]
 
 
 def median_run(runs: list[Run]) -> Run:
