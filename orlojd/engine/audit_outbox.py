@@ -74,18 +74,23 @@ class AuditOutbox:
         self.audit = AuditLog(store)
         self._unpushed = remote is not None  # after a restart, push whatever an earlier run could not
         self._parts: dict[tuple[str, int], str] = {}
+        self._heads: tuple[str, dict[str, Head]] | None = None  # the last tip read and its heads (commits never change)
 
     def heads(self, tip: str | None) -> dict[str, Head]:
         """The writers' heads anchored in ``tip``; an unreadable anchor stops the drain (never guessed)."""
         if tip is None:
             return {}
+        if self._heads is not None and self._heads[0] == tip:  # an idle drain reads the same tip every tick
+            return dict(self._heads[1])
         try:
-            return parse_heads(self.notes.message(tip))
+            heads = parse_heads(self.notes.message(tip))
         except ValueError as exc:
             raise OrlojError(
                 f"the audit notes tip {tip[:12]} has malformed heads ({exc}); not writing on top of it",
                 f"run orlojd audit verify --repo {self.repo}; restore {self.notes.ref} to the last good tip",
             ) from None
+        self._heads = (tip, heads)
+        return dict(heads)
 
     def drain_once(self, push: bool = True) -> Drained:
         """Note the events after this writer's head (one batch), then push (unless ``push`` is
