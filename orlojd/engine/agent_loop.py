@@ -141,8 +141,7 @@ class AgentLoop:
     def _load(self, task: ClaimedTask) -> _Run:
         if not task.agent:
             raise TaskFailed(f"task {task.task_key} names no agent; nothing to run", permanent=True)
-        kind, namespace, name = task.agent.split("/", 2)
-        agent_key = ResourceKey(kind, namespace, name)
+        agent_key = ResourceKey.parse(task.agent)
         bodies = self.store.inventory_bodies_some(keys=[agent_key])
         if agent_key not in bodies:
             raise TaskFailed(
@@ -153,8 +152,8 @@ class AgentLoop:
         agent = _validated(bodies[agent_key], agent_key, Agent)
         endpoint_key = None
         if agent.spec.model_ref is not None:
-            endpoint_key = ResourceKey("ModelEndpoint", *split_ref(agent.spec.model_ref, namespace))
-        tool_keys = {g.name: ResourceKey("Tool", *split_ref(g.name, namespace)) for g in agent.spec.tools}
+            endpoint_key = ResourceKey("ModelEndpoint", *split_ref(agent.spec.model_ref, agent_key.namespace))
+        tool_keys = {g.name: ResourceKey("Tool", *split_ref(g.name, agent_key.namespace)) for g in agent.spec.tools}
         wanted = [*tool_keys.values(), *([endpoint_key] if endpoint_key else [])]
         found = self.store.inventory_bodies_some(keys=wanted) if wanted else {}
         tools = {n: _validated(found[k], k, Tool) for n, k in tool_keys.items() if k in found}

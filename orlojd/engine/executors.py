@@ -54,8 +54,7 @@ class Placeholder:
 
     def __call__(self, task: ClaimedTask, cancelled: threading.Event) -> dict[str, Any]:
         if task.agent is not None:
-            kind, namespace, name = task.agent.split("/", 2)
-            key = ResourceKey(kind, namespace, name)
+            key = ResourceKey.parse(task.agent)
             if not self.store.inventory_bodies_some(keys=[key]):
                 raise TaskFailed(
                     f"agent {key.short} is not applied (deleted or renamed); restore it in git, "

@@ -291,8 +291,7 @@ def _all_needs(context: GovernanceContext, request: CallRequest) -> tuple[Pair, 
 def _agent_of(task: ClaimedTask) -> ResourceKey:
     if not task.agent:
         raise TaskFailed(f"task {task.task_key} names no agent; nothing may call tools or models", permanent=True)
-    kind, namespace, name = task.agent.split("/", 2)
-    return ResourceKey(kind, namespace, name)
+    return ResourceKey.parse(task.agent)
 
 
 def _settled(decision: Decision, approval: ApprovalView) -> Decision:
