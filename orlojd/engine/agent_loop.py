@@ -65,7 +65,7 @@ from orlojd.engine.gate import Gate
 from orlojd.engine.tool_executors import CommandTool, HttpTool, PythonTool, ToolCall, needs_of, run_tool
 from orlojd.engine.workers import TaskFailed
 
-__all__ = ["OUTPUT_CAP", "AgentLoop", "ToolMapper", "default_tools"]
+__all__ = ["OUTPUT_CAP", "AgentAnswer", "AgentLoop", "ToolMapper", "default_tools"]
 
 OUTPUT_CAP = 64 * 1024  # bytes of the final answer (and of each tool message) kept
 MODEL_TIMEOUT = 120.0  # seconds one model call may take
@@ -117,10 +117,21 @@ def _cap(text: str, limit: int = OUTPUT_CAP) -> str:
     return text if len(data) <= limit else data[:limit].decode("utf-8", errors="ignore")
 
 
+@dataclass(frozen=True, slots=True)
+class AgentAnswer:
+    """How one agent's run ended: its final text (capped), the model calls it took and their tokens."""
+
+    output: str
+    steps: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
 @dataclass
 class _Run:
     """What one run needs: the agent, the model names, the granted tools by the name the model uses."""
 
+    key: ResourceKey
     agent: Agent
     model: str  # bare id: what the gate and the budget see
     litellm_model: str  # what litellm is called with
@@ -138,10 +149,9 @@ class AgentLoop:
 
     # -- loading ------------------------------------------------------------------------------------
 
-    def _load(self, task: ClaimedTask) -> _Run:
-        if not task.agent:
-            raise TaskFailed(f"task {task.task_key} names no agent; nothing to run", permanent=True)
-        agent_key = ResourceKey.parse(task.agent)
+    def _load(self, task: ClaimedTask, agent_key: ResourceKey, script_turns: Any = None) -> _Run:
+        """The agent ``agent_key`` of this run, its endpoint and granted tools, from the applied inventory.
+        ``script_turns``: an inline script for a ``scripted`` endpoint (see the module doc)."""
         bodies = self.store.inventory_bodies_some(keys=[agent_key])
         if agent_key not in bodies:
             raise TaskFailed(
@@ -159,29 +169,54 @@ class AgentLoop:
         tools = {n: _validated(found[k], k, Tool) for n, k in tool_keys.items() if k in found}
         if endpoint_key is None:
             assert agent.spec.model is not None  # the manifest needs model or modelRef
-            return _Run(agent, agent.spec.model, agent.spec.model, tools)
+            return _Run(agent_key, agent, agent.spec.model, agent.spec.model, tools)
         if endpoint_key not in found:
             raise TaskFailed(f"{agent_key.short}: model endpoint {endpoint_key.short} is not applied", permanent=True)
         endpoint = _validated(found[endpoint_key], endpoint_key, ModelEndpoint)
         model = agent.spec.model or endpoint.spec.default_model
         litellm_model = f"{endpoint.spec.provider}/{model}"
         if endpoint.spec.provider == scripted_model.PROVIDER:
-            litellm_model = _scripted(task, endpoint, model)
-        return _Run(agent, model, litellm_model, tools)
+            litellm_model = _scripted(task, endpoint, model, script_turns, agent_key.name)
+        return _Run(agent_key, agent, model, litellm_model, tools)
 
     # -- the loop -----------------------------------------------------------------------------------
 
     def __call__(self, task: ClaimedTask, cancelled: threading.Event) -> dict[str, Any]:
-        run = self._load(task)
+        if not task.agent:
+            raise TaskFailed(f"task {task.task_key} names no agent; nothing to run", permanent=True)
+        task_input = dict(_task_input(task))
+        turns = task_input.pop("script_turns", None)
+        answer = self.run_agent(task, ResourceKey.parse(task.agent), task_input, cancelled, script_turns=turns)
+        return {
+            "executor": "agent",
+            "output": answer.output,
+            "steps": answer.steps,
+            "usage": {"prompt": answer.prompt_tokens, "completion": answer.completion_tokens},
+        }
+
+    def run_agent(
+        self,
+        task: ClaimedTask,
+        agent_key: ResourceKey,
+        task_input: Mapping[str, Any],
+        cancelled: threading.Event,
+        *,
+        scope: str = "",
+        script_turns: Any = None,
+    ) -> AgentAnswer:
+        """Run ``agent_key`` on ``task_input`` (its user message, as JSON) within ``task``'s claim until it
+        answers. Every model and tool call goes through the gate as that agent. ``scope`` keeps call ids
+        and idempotency keys apart when one task runs several agents (``<task id>/<scope><step>``)."""
+        run = self._load(task, agent_key, script_turns)
         try:
-            return self._run(task, run, cancelled)
+            return self._run(task, run, task_input, cancelled, scope)
         finally:
             if run.litellm_model.endswith(f".{task.id}"):  # the run's own inline script: not kept for ever
                 scripted_model.unregister(run.litellm_model.split("/", 1)[1])
 
-    def _run(self, task: ClaimedTask, run: _Run, cancelled: threading.Event) -> dict[str, Any]:
-        task_input = dict(_task_input(task))
-        task_input.pop("script_turns", None)
+    def _run(
+        self, task: ClaimedTask, run: _Run, task_input: Mapping[str, Any], cancelled: threading.Event, scope: str
+    ) -> AgentAnswer:
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": run.agent.spec.prompt},
             {"role": "user", "content": json.dumps(task_input, sort_keys=True, default=str)},
@@ -192,9 +227,9 @@ class AgentLoop:
         for step in range(max_steps):
             if cancelled.is_set():
                 raise TaskFailed("cancelled")
-            call_id = f"{task.id}/{step}"
+            call_id = f"{task.id}/{scope}{step}"
             estimate = len(json.dumps(messages, default=str)) // 4 + 256
-            model = self.gate.model_call(task, call_id, run.model, estimate)
+            model = self.gate.model_call(task, call_id, run.model, estimate, agent=run.key)
             response = self._complete(run.litellm_model, messages, offered)
             prompt, completion = _usage(response)
             prompt_total += prompt
@@ -204,19 +239,14 @@ class AgentLoop:
             content = message.content or ""
             calls = list(getattr(message, "tool_calls", None) or [])
             if not calls:
-                return {
-                    "executor": "agent",
-                    "output": _cap(content),
-                    "steps": step + 1,
-                    "usage": {"prompt": prompt_total, "completion": completion_total},
-                }
+                return AgentAnswer(_cap(content), step + 1, prompt_total, completion_total)
             messages.append(assistant_message(message.content, calls))
             for c in calls:
-                answer = self._tool(task, run, step, str(c.function.name), c.function.arguments)
+                answer = self._tool(task, run, f"{scope}{step}", str(c.function.name), c.function.arguments)
                 messages.append({"role": "tool", "tool_call_id": c.id, "content": _cap(answer)})
-        raise TaskFailed(f"maxSteps {max_steps} reached", permanent=True)
+        raise TaskFailed(f"{run.key.short}: maxSteps {max_steps} reached", permanent=True)
 
-    def _tool(self, task: ClaimedTask, run: _Run, step: int, name: str, raw: Any) -> str:
+    def _tool(self, task: ClaimedTask, run: _Run, step: str, name: str, raw: Any) -> str:
         """One tool call of the model: asked, maybe run, recorded; what the model reads back."""
         try:
             arguments = json.loads(raw) if isinstance(raw, str) and raw.strip() else (raw or {})
@@ -224,22 +254,22 @@ class AgentLoop:
             arguments = exc
         if not isinstance(arguments, dict):
             problem = f"{arguments}" if isinstance(arguments, ValueError) else "not a JSON object"
-            self.gate.tool_done(task, name, "bad_arguments", {"error": problem[:200]})
+            self.gate.tool_done(task, name, "bad_arguments", {"error": problem[:200]}, agent=run.key)
             return f"error: the arguments of {name} are not a JSON object ({problem})"
         manifest = run.tools.get(name)
         requires = () if manifest is None else tuple((p.access.value, p.resource) for p in manifest.spec.requires)
         try:
             needs = needs_of(requires, arguments)
         except ValueError as exc:
-            self.gate.tool_done(task, name, "bad_arguments", {"error": str(exc)[:200]})
+            self.gate.tool_done(task, name, "bad_arguments", {"error": str(exc)[:200]}, agent=run.key)
             return f"error: bad arguments for {name}: {exc}"
-        outcome = self.gate.tool_call(task, name, arguments, needs)
+        outcome = self.gate.tool_call(task, name, arguments, needs, agent=run.key)
         if not outcome.allowed:
             return f"denied: {outcome.decision.reason.value}: {outcome.decision.message}"
         spec = None if manifest is None else self.tools(manifest)
         if spec is None:
             error = f"tool {name} has no executor in this runtime"
-            self.gate.tool_done(task, name, "error", {"error": error})
+            self.gate.tool_done(task, name, "error", {"error": error}, agent=run.key)
             return f"error: {error}"
         timeout = DEFAULT_TOOL_TIMEOUT
         if manifest is not None:
@@ -247,7 +277,7 @@ class AgentLoop:
         key = f"task:{task.id}/step:{step}/attempt:{task.attempts}"
         result = run_tool(spec, ToolCall(name, arguments, key, timeout))
         detail = {"error": result.error, "bytes": result.size, "ms": result.duration_ms}
-        self.gate.tool_done(task, name, "ok" if result.ok else "error", detail)
+        self.gate.tool_done(task, name, "ok" if result.ok else "error", detail, agent=run.key)
         if result.ok:
             return result.output
         return f"error: {result.error}" + (f"\n{result.output}" if result.output else "")
@@ -307,12 +337,11 @@ def _task_input(task: ClaimedTask) -> Mapping[str, Any]:
     return found if isinstance(found, Mapping) else {"input": found}
 
 
-def _scripted(task: ClaimedTask, endpoint: ModelEndpoint, model: str) -> str:
+def _scripted(task: ClaimedTask, endpoint: ModelEndpoint, model: str, inline: Any, agent: str) -> str:
     """The litellm model of a scripted endpoint, its script registered (see the module doc)."""
-    inline = _task_input(task).get("script_turns")
     try:
         if inline is not None:
-            name = f"{model}.{task.id}".replace("/", "_")
+            name = f"{model}.{agent}.{task.id}".replace("/", "_")
             turns = {"turns": inline} if isinstance(inline, list) else inline
             scripted_model.register({name: scripted_model.load_script(turns)})
             return f"{scripted_model.PROVIDER}/{name}"

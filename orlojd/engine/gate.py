@@ -117,10 +117,17 @@ class Gate:
     # -- tool calls -------------------------------------------------------------------------
 
     def tool_call(
-        self, task: ClaimedTask, tool: str, arguments: Mapping[str, Any], needs: tuple[Pair, ...] = ()
+        self,
+        task: ClaimedTask,
+        tool: str,
+        arguments: Mapping[str, Any],
+        needs: tuple[Pair, ...] = (),
+        *,
+        agent: ResourceKey | None = None,
     ) -> CallOutcome:
-        """May this run call ``tool`` with ``arguments``? See the module doc for what each answer does."""
-        agent = _agent_of(task)
+        """May this run call ``tool`` with ``arguments``? See the module doc for what each answer does.
+        ``agent``: the calling agent when it is not the task's own (an AgentSystem's member)."""
+        agent = agent or _agent_of(task)
         spec = (task.payload.get("task") or {}).get("spec") or {}
         request = CallRequest(
             agent,
@@ -230,10 +237,19 @@ class Gate:
 
     # -- model calls ------------------------------------------------------------------------
 
-    def model_call(self, task: ClaimedTask, call_id: str, model: str | None, estimate_tokens: int) -> str:
+    def model_call(
+        self,
+        task: ClaimedTask,
+        call_id: str,
+        model: str | None,
+        estimate_tokens: int,
+        *,
+        agent: ResourceKey | None = None,
+    ) -> str:
         """Admit a model call (``model`` None: the agent's); returns the model. The model must be
-        allowed and the budget is reserved; raises when the call may not go ahead."""
-        agent = _agent_of(task)
+        allowed and the budget is reserved; raises when the call may not go ahead. ``agent``: as in
+        ``tool_call``."""
+        agent = agent or _agent_of(task)
         try:
             entry = self.indexed().context.agents.get(agent)
         except Exception as exc:  # fail closed
@@ -261,7 +277,15 @@ class Gate:
             raise TaskDeferred(verdict.retry_at, verdict.message)
         raise TaskFailed(verdict.message, permanent=True)
 
-    def tool_done(self, task: ClaimedTask, tool: str, outcome: str, detail: Mapping[str, Any] | None = None) -> None:
+    def tool_done(
+        self,
+        task: ClaimedTask,
+        tool: str,
+        outcome: str,
+        detail: Mapping[str, Any] | None = None,
+        *,
+        agent: ResourceKey | None = None,
+    ) -> None:
         """Record what an allowed tool call did (``outcome``: ok, error, ...): the audit event ``tool_call``.
         Only sizes and digests belong in ``detail``; the notes scrub anything else."""
         self.audit.record_run(
@@ -269,7 +293,7 @@ class Gate:
                 event="tool_call",
                 at=self.now(),
                 task_id=task.id,
-                agent=task.agent,
+                agent=task.agent if agent is None else str(agent),
                 tool=tool,
                 detail={"outcome": outcome, **(detail or {})},
                 actor=task.worker or None,

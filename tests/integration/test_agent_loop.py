@@ -361,9 +361,11 @@ def test_cancellation_stops_the_run_before_a_model_call(world: World) -> None:
 
 
 def _offered(world: World, claim: ClaimedTask) -> list[dict[str, Any]]:
+    from orlojd.core.keys import ResourceKey
     from orlojd.engine.agent_loop import _function
 
-    run = world.loop._load(claim)
+    assert claim.agent is not None
+    run = world.loop._load(claim, ResourceKey.parse(claim.agent))
     return [_function(name, tool) for name, tool in run.tools.items()]
 
 
