@@ -361,7 +361,6 @@ def test_cancellation_stops_the_run_before_a_model_call(world: World) -> None:
 
 
 def _offered(world: World, claim: ClaimedTask) -> list[dict[str, Any]]:
-    from orlojd.core.keys import ResourceKey
     from orlojd.engine.agent_loop import _function
 
     assert claim.agent is not None
@@ -373,10 +372,11 @@ def _offered(world: World, claim: ClaimedTask) -> list[dict[str, Any]]:
 def test_arguments_that_are_not_a_json_object_are_told_to_the_model_and_recorded(world: World) -> None:
     world.apply()
     claim = world.started(FINAL)
-    run = world.loop._load(claim)
-    answer = world.loop._tool(claim, run, 0, "scan-documents", "{not json")
+    assert claim.agent is not None
+    run = world.loop._load(claim, ResourceKey.parse(claim.agent))
+    answer = world.loop._tool(claim, run, "0", "scan-documents", "{not json")
     assert answer.startswith("error: the arguments of scan-documents are not a JSON object")
-    assert world.loop._tool(claim, run, 0, "scan-documents", "[1, 2]").endswith("(not a JSON object)")
+    assert world.loop._tool(claim, run, "0", "scan-documents", "[1, 2]").endswith("(not a JSON object)")
     recorded = [e.detail["outcome"] for e in AuditLog(world.store).list_all(task_id=claim.id) if e.event == "tool_call"]
     assert recorded == ["bad_arguments", "bad_arguments"]
     assert world.server.seen == [] and "decision" not in world.events(claim.id)
