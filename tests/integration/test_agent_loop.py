@@ -402,3 +402,34 @@ def test_a_transient_provider_error_is_retryable_and_any_other_is_permanent(
         with pytest.raises(TaskFailed, match=type(error).__name__) as failed:
             world.run(world.started(FINAL))
         assert failed.value.permanent is permanent
+
+
+def test_a_crash_inside_the_gate_denies_the_call_records_it_and_fails_the_run(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection: the decision function raises (a bug, a corrupt index) in the middle of a run. The call
+    is denied (internal_error) and recorded, the tool never runs, and the run fails even under return_to_model:
+    a gate that cannot decide is an incident to surface, not a tool error for the model to route around."""
+    import orlojd.engine.gate as gate_module
+
+    def crash(*args: Any) -> Any:
+        raise RuntimeError("index corrupted")
+
+    world.apply(RETURN_TO_MODEL)
+    claim = world.started(SCAN, FINAL)
+    monkeypatch.setattr(gate_module, "decide", crash)
+    with pytest.raises(TaskHandedOff, match="index corrupted"):
+        world.run(claim)
+    assert world.server.seen == [], "a call the gate could not decide never reaches the tool"
+    assert world.state(claim.id) is TaskState.FAILED
+    [decision] = [e for e in AuditLog(world.store).list_all(task_id=claim.id) if e.event == "decision"]
+    assert (decision.verdict, decision.reason, decision.tool) == ("deny", "internal_error", "scan-documents")
+    assert "tool_call" not in world.events(claim.id)
+
+    # A crash while admitting a model call: refused for good before the provider is called.
+    world.gate._indexed = None
+    monkeypatch.setattr(gate_module, "call_policy", crash)
+    second = world.started(SCAN, FINAL)
+    with pytest.raises(TaskFailed, match="cannot read the applied manifests") as refused:
+        world.run(second)
+    assert refused.value.permanent and "model_usage" not in world.events(second.id)
