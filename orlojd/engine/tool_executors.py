@@ -21,10 +21,12 @@ dataclass (the Tool manifest is mapped onto them elsewhere):
   ``function(arguments, idempotency_key)`` in a daemon worker thread. A thread cannot be killed:
   on timeout the call is reported as ``timeout`` and its result abandoned, but the function goes
   on running in the background until it returns by itself.
+* ``McpTool`` (in ``orlojd.engine.mcp_tools``): one ``tools/call`` to an MCP server, a stdio server
+  started for the call (its process group killed after it) or a streamable HTTP endpoint.
 
 ``run_tool(spec, call)`` never raises for a failure of the tool or of its call: every failure is
 a ``ToolResult(ok=False, error=...)`` with a short reason (``timeout``, ``http 503``, ``exit 2``,
-``host not allowed``, ``response too large``, ``crashed: ValueError: ...``) and, in ``output``,
+``host not allowed``, ``response too large``, ``crashed: ValueError: ...``, ``mcp error: ...``) and, in ``output``,
 what the model should see. ``needs_of(requires, arguments)`` renders a Tool's (access, resource)
 pairs, whose resources may be templates over the arguments, for the gate.
 
@@ -62,9 +64,12 @@ from pathlib import Path
 from typing import Any, Literal, cast
 from urllib.parse import quote, urlsplit
 
+from orlojd.engine.mcp_tools import McpTool, run_mcp
+
 __all__ = [
     "CommandTool",
     "HttpTool",
+    "McpTool",
     "PythonTool",
     "TemplateError",
     "ToolCall",
@@ -125,7 +130,7 @@ class PythonTool:
     max_output_bytes: int = 1_000_000
 
 
-ToolSpec = HttpTool | CommandTool | PythonTool
+ToolSpec = HttpTool | CommandTool | PythonTool | McpTool
 
 
 class TemplateError(ValueError):
@@ -210,6 +215,8 @@ def run_tool(spec: ToolSpec, call: ToolCall) -> ToolResult:
             ok, output, error, size = _run_command(spec, call, started)
         elif isinstance(spec, PythonTool):
             ok, output, error, size = _run_python(spec, call)
+        elif isinstance(spec, McpTool):
+            ok, output, error, size = run_mcp(spec, call, started)
         else:
             raise _Refused("bad tool", f"unknown tool kind {type(spec).__name__}")
     except _Refused as refused:

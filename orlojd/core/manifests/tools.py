@@ -205,8 +205,10 @@ class ToolSpec(Spec):
     agent_ref: RefName | None = Field(
         default=None, description="For type 'agent': the Agent this tool delegates to (agent as a tool)"
     )
-    mcp_server_ref: RefName | None = inert("Orloj MCP server link; kept, not used yet", default=None)
-    mcp_tool_name: str | None = inert("Orloj MCP tool name; kept, not used yet", default=None)
+    mcp_server_ref: RefName | None = Field(
+        default=None, description="For type 'mcp': the McpServer (same namespace) that serves this tool"
+    )
+    mcp_tool_name: str | None = Field(default=None, description="For type 'mcp': the tool's name on that MCP server")
     http: ToolHttp | None = Field(default=None, description="For type 'http': the request a call makes")
     command: ToolCommand | None = Field(default=None, description="For type 'command': the process a call runs")
     python: ToolPython | None = Field(default=None, description="For type 'python': the function a call runs")
