@@ -99,9 +99,7 @@ def _secret(resolve_secret: Callable[[str], str], ref: str, where: str) -> str:
         raise ValueError(f"{where}: Secret {ref!r} could not be resolved ({type(exc).__name__}: {exc})") from None
 
 
-def mcp_tool_of(
-    tool: Tool, server: McpServer, env: Mapping[str, str], *, auth_secret: str | None = None
-) -> McpTool:
+def mcp_tool_of(tool: Tool, server: McpServer, env: Mapping[str, str], *, auth_secret: str | None = None) -> McpTool:
     """The ``McpTool`` of a Tool of type mcp and the McpServer its ``mcpServerRef`` names.
 
     ``env`` is the server's env already resolved (``server_env``); ``auth_secret`` the value of
@@ -215,7 +213,7 @@ async def _call(spec: McpTool, call: ToolCall, deadline: float, proc: _Process) 
     import anyio
     from mcp.client.client import Client
 
-    transport = _stdio(spec, call, proc) if spec.transport == "stdio" else _http(spec, call)
+    transport = _stdio(spec, call, proc, deadline) if spec.transport == "stdio" else _http(spec, call)
     with anyio.move_on_after(max(0.0, deadline - time.monotonic())) as scope:
         async with Client(transport, cache=None, client_info=None) as client:
             meta = cast("RequestParamsMeta", {"idempotencyKey": call.idempotency_key})
@@ -244,10 +242,13 @@ def _result(spec: McpTool, result: Any) -> Outcome:
     return True, text, None, len(raw)
 
 
-def _failure(spec: McpTool, proc: _Process, exc: BaseException) -> Outcome:
-    """A call that raised: the server crashed, refused the call, sent too much, or could not be reached."""
+def _failure(spec: McpTool, proc: _Process, raised: BaseException) -> Outcome:
+    """A call that raised: the server stopped, refused the call, sent too much, or could not be reached."""
     from mcp.shared.exceptions import MCPError
+    from mcp_types import CONNECTION_CLOSED
 
+    leaves = _leaves(raised)
+    exc = next((leaf for leaf in leaves if isinstance(leaf, MCPError)), leaves[0])
     stderr = proc.stderr.decode("utf-8", errors="replace").strip()
     if proc.too_large:
         return False, f"McpServer {spec.server} sent a message over the output cap", "output too large", 0
@@ -255,16 +256,15 @@ def _failure(spec: McpTool, proc: _Process, exc: BaseException) -> Outcome:
         return False, f"McpServer {spec.server}: command not found: {spec.argv[0]}", "command not found", 0
     if isinstance(exc, PermissionError) and spec.transport == "stdio":
         return False, f"McpServer {spec.server}: not executable: {spec.argv[0]}", "not executable", 0
-    if proc.returncode:
-        how = f"exit {proc.returncode}" if proc.returncode > 0 else f"killed by signal {-proc.returncode}"
+    closed = not isinstance(exc, MCPError) or exc.code == CONNECTION_CLOSED
+    if closed and proc.returncode is not None:  # it went away by itself before answering
+        code = proc.returncode
+        how = f"exit {code}" if code >= 0 else f"killed by signal {-code}"
         text = f"McpServer {spec.server} stopped ({how}) before answering" + (f": {stderr}" if stderr else "")
-        return False, text, _short(f"mcp server {spec.server} crashed ({how})"), 0
+        return False, text, _short(f"mcp server {spec.server} exited ({how})"), 0
     if isinstance(exc, MCPError):
         text = f"McpServer {spec.server} refused the call: {exc.message}"
         return False, text, _short(f"mcp error {exc.code}: {exc.message}"), 0
-    for inner in _leaves(exc):
-        if isinstance(inner, MCPError):
-            return _failure(spec, proc, inner)
     text = f"McpServer {spec.server}: {_describe(exc)}" + (f" (stderr: {stderr})" if stderr else "")
     return False, text, _short(f"mcp server {spec.server} failed: {_describe(exc)}"), 0
 
@@ -276,7 +276,7 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 
 
 @contextlib.asynccontextmanager
-async def _stdio(spec: McpTool, call: ToolCall, proc: _Process) -> AsyncIterator[TransportStreams]:
+async def _stdio(spec: McpTool, call: ToolCall, proc: _Process, deadline: float) -> AsyncIterator[TransportStreams]:
     """The server as a process in its own group, its stdout and stdin as the session's streams."""
     import subprocess
 
@@ -341,8 +341,8 @@ async def _stdio(spec: McpTool, call: ToolCall, proc: _Process) -> AsyncIterator
             try:
                 yield read_stream, write_stream
             finally:
-                with anyio.CancelScope(shield=True):
-                    await _stop(process, proc)
+                with anyio.CancelScope(shield=True):  # past the deadline, no grace: it is a timeout
+                    await _stop(process, proc, _EXIT_GRACE if time.monotonic() < deadline else 0.0)
                 tasks.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
@@ -361,7 +361,7 @@ def _parse(line: bytes, mcp_types: Any, session_message: Any) -> Any:
         return exc
 
 
-async def _stop(process: Any, proc: _Process) -> None:
+async def _stop(process: Any, proc: _Process, grace: float) -> None:
     """Close stdin, give the server a moment to exit, then kill its whole group and reap it (no zombie).
 
     ``proc.returncode`` is set when the server stopped by itself (before or within the grace), not when killed.
@@ -371,7 +371,7 @@ async def _stop(process: Any, proc: _Process) -> None:
     if process.returncode is None:
         with contextlib.suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
             await process.stdin.aclose()
-        with anyio.move_on_after(_EXIT_GRACE):
+        with anyio.move_on_after(grace):
             while process.returncode is None:
                 await anyio.sleep(0.01)
     proc.returncode = process.returncode
@@ -381,6 +381,12 @@ async def _stop(process: Any, proc: _Process) -> None:
     for stream in (process.stdout, process.stderr):
         with contextlib.suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
             await stream.aclose()
+    # Close asyncio's subprocess transport now, inside the loop: left to the garbage collector, it would
+    # try to close itself on a loop already closed. Nothing public exposes it (the SDK does the same).
+    close = getattr(getattr(getattr(process, "_process", None), "_transport", None), "close", None)
+    if callable(close):
+        with contextlib.suppress(PermissionError):
+            close()
 
 
 @contextlib.asynccontextmanager
