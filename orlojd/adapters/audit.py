@@ -23,15 +23,19 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
-from orlojd.adapters.store import Store, stored_time
+from orlojd.adapters.store import Sql, Store, execute_one, stored_time
 from orlojd.adapters.tables import GovernanceEventRow
 from orlojd.core.governance import CallRequest, Decision
 from orlojd.core.governance_index import Provenance
 
 EVENTS: sa.Table = GovernanceEventRow.__table__  # type: ignore[attr-defined]
 OUTBOX_LOCK = 7_466_017_220_331_418_709  # PostgreSQL advisory lock: event inserts shared, the drain exclusive
-LOCK_SHARED = sa.text("SELECT pg_advisory_xact_lock_shared(:k)")
-INSERT_EVENT = EVENTS.insert()  # built once: executed with a dict of values (no per-call statement building)
+LOCK_SHARED = Sql("SELECT pg_advisory_xact_lock_shared(:k)")
+INSERT_EVENT = Sql(  # plain SQL on the transaction's cursor: no statement building or compiling per event
+    "INSERT INTO governance_events (at, event, task_id, agent, tool, verdict, reason, revision, detail, actor, "
+    "subject) VALUES (:at, :event, :task_id, :agent, :tool, :verdict, :reason, :revision, :detail, :actor, :subject)"
+)
+_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))  # the encoder json.dumps would build per call
 FENCE_WAIT_MS = 1000  # how long a drain waits for event inserts in flight before trying again later
 
 
@@ -113,8 +117,9 @@ def decision_event(
 def insert(connection: Connection, event: AuditEvent) -> None:
     """Write ``event`` inside the caller's transaction (on PostgreSQL holding ``OUTBOX_LOCK`` shared)."""
     if connection.dialect.name == "postgresql":
-        connection.execute(LOCK_SHARED, {"k": OUTBOX_LOCK})
-    connection.execute(
+        execute_one(connection, LOCK_SHARED, {"k": OUTBOX_LOCK})
+    execute_one(
+        connection,
         INSERT_EVENT,
         {
             "at": event.at,
@@ -125,7 +130,7 @@ def insert(connection: Connection, event: AuditEvent) -> None:
             "verdict": event.verdict,
             "reason": event.reason,
             "revision": event.revision,
-            "detail": json.dumps(dict(event.detail), sort_keys=True, separators=(",", ":")),
+            "detail": _JSON.encode(dict(event.detail)),
             "actor": event.actor,
             "subject": event.subject,
         },

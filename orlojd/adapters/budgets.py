@@ -19,7 +19,10 @@ Called by the agent runtime around every model call, shared by every worker thro
 
 Usage of an agent: tokens and cost of its charges made in the last 60 s (``at > now - 60 s``,
 the per-minute window), in this run (its charges with this ``task_id``), and since this UTC
-day's midnight. A charge counts at the time it was reserved, also once settled.
+day's midnight. A charge counts at the time it was reserved, also once settled. The day's part
+is read from ``budget_usage_days`` (migration 0007), which triggers keep equal to the SUM over
+the charges in the same transaction: the check reads one row however many calls the day had.
+Both writes and the usage read are ``store.Sql`` statements (one round trip each).
 
 Cost limits fail closed: under ``maxCostPerRun`` / ``maxCostPerDay`` a call to a model without
 a price in litellm's table is refused (``adapters/pricing.py``). Time is passed in (``now``,
@@ -30,7 +33,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -40,7 +43,7 @@ from sqlalchemy.engine import Connection
 from orlojd.adapters.audit import AuditEvent, insert, provenance_json
 from orlojd.adapters.clock import utc
 from orlojd.adapters.pricing import cost_of
-from orlojd.adapters.store import Store, stored_time
+from orlojd.adapters.store import Sql, Store, execute_one, fetch_all, stored_time
 from orlojd.adapters.tables import BudgetChargeRow
 from orlojd.core.budgets import WINDOW, BudgetLimits, BudgetVerdict, Usage, check, day_start
 
@@ -118,19 +121,19 @@ class BudgetLedger:
         estimate_cost = self.price(model, estimate_tokens, 0)
         with self.store.writing("reserving a model call's budget") as connection:
             if self._postgres:
-                connection.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": budget_lock_key(agent)})
-            known = connection.execute(sa.select(CHARGES.c.call_id).where(CHARGES.c.call_id == call_id)).first()
-            if known is not None:
+                execute_one(connection, AGENT_LOCK, {"k": budget_lock_key(agent)})
+            known, usage = _usage(connection, agent, task_id, now, call_id)
+            if known:
                 return BudgetVerdict(
                     ok=True, message=f"call {call_id} is already reserved (a retry): not charged again"
                 )
-            usage = _usage(connection, agent, task_id, now)
             if estimate_cost is None and limits.costs:
                 verdict = _unpriced(model, limits)
             else:
                 verdict = check(limits, usage, estimate_tokens, estimate_cost or 0.0, now)
             if verdict.ok:
-                connection.execute(
+                execute_one(
+                    connection,
                     INSERT_CHARGE,
                     {
                         "call_id": call_id,
@@ -158,28 +161,32 @@ class BudgetLedger:
         if prompt_tokens < 0 or completion_tokens < 0:
             raise ValueError(f"token counts must be >= 0, got {prompt_tokens} prompt, {completion_tokens} completion")
         cost = self.price(model, prompt_tokens, completion_tokens)
+        values = {
+            "call_id": call_id,
+            "tokens": prompt_tokens + completion_tokens,
+            "cost": cost or 0.0,
+            "settled_now": True,
+            "unsettled": False,
+        }
         with self.store.writing("settling a model call's charge") as connection:
-            charge = connection.execute(
-                sa.select(CHARGES.c.agent, CHARGES.c.task_id).where(
-                    CHARGES.c.call_id == call_id, CHARGES.c.settled == sa.false()
-                )
-            ).first()
-            if charge is None:
+            settled = fetch_all(connection, SETTLE, values)  # one UPDATE ... RETURNING: read and settled at once
+            if not settled:
                 return False
-            connection.execute(
-                CHARGES.update()
-                .where(CHARGES.c.call_id == call_id, CHARGES.c.settled == sa.false())
-                .values(tokens=prompt_tokens + completion_tokens, cost=cost or 0.0, settled=True)
-            )
-            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "cost": cost}
+            agent, task_id = settled[0]
             insert(
                 connection,
                 AuditEvent(
                     event="model_usage",
                     at=now,
-                    task_id=charge.task_id,
-                    agent=charge.agent,
-                    detail={"call_id": call_id, "model": model, **usage},
+                    task_id=task_id,
+                    agent=agent,
+                    detail={
+                        "call_id": call_id,
+                        "model": model,
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": completion_tokens,
+                        "cost": cost,
+                    },
                 ),
             )
             return True
@@ -190,7 +197,7 @@ class BudgetLedger:
         """The agent's usage at ``now``: last 60 s, this run (``task_id``; none: 0), this UTC day."""
         now = utc(now)
         with self.store.reading("reading budget usage") as connection:
-            return _usage(connection, agent, task_id, now)
+            return _usage(connection, agent, task_id, now)[1]
 
     def usage_by_task_all(self, task_ids: Iterable[str]) -> dict[str, TaskUsage]:
         """Usage of each of ``task_ids`` that has charges (one GROUP BY query per 500 ids); others are absent.
@@ -237,53 +244,52 @@ class BudgetLedger:
             }
 
 
-def _usage_query() -> sa.Select[Any]:
-    """The usage query, built once, with bind parameters ``agent``, ``task_id`` (NULL: no run),
-    ``minute_from``, ``midnight`` and ``since`` (the earlier of the two)."""
-    c = CHARGES.c
-    when = sa.DateTime(timezone=True)
-    minute_from, midnight = sa.bindparam("minute_from", type_=when), sa.bindparam("midnight", type_=when)
-    task_id = sa.bindparam("task_id", type_=sa.String)
-    in_minute, in_day = c.at > minute_from, c.at >= midnight
-    in_run = sa.and_(task_id.is_not(None), c.task_id == task_id)
-
-    def total(column: Any, condition: Any) -> Any:
-        return sa.func.coalesce(sa.func.sum(sa.case((condition, column), else_=0)), 0)
-
-    return sa.select(
-        total(c.tokens, in_minute),
-        sa.func.min(sa.case((in_minute, c.at), else_=None)),
-        total(c.tokens, in_run),
-        total(c.tokens, in_day),
-        total(c.cost, in_run),
-        total(c.cost, in_day),
-    ).where(c.agent == sa.bindparam("agent"), sa.or_(c.at >= sa.bindparam("since", type_=when), in_run))
-
-
-USAGE = _usage_query()
-INSERT_CHARGE = CHARGES.insert()
+AGENT_LOCK = Sql("SELECT pg_advisory_xact_lock(:k)")
+INSERT_CHARGE = Sql(
+    "INSERT INTO budget_charges (call_id, agent, task_id, at, estimate, tokens, cost, settled) "
+    "VALUES (:call_id, :agent, :task_id, :at, :estimate, :tokens, :cost, :settled)"
+)
+SETTLE = Sql(
+    "UPDATE budget_charges SET tokens = :tokens, cost = :cost, settled = :settled_now "
+    "WHERE call_id = :call_id AND settled = :unsettled RETURNING agent, task_id"
+)
+# One round trip, four one-row aggregates: is the call known; the agent's last 60 s (an index range
+# on (agent, at): only that minute's charges); this run's charges (index on task_id); this UTC day
+# from the rollup ``budget_usage_days`` (migration 0007: one row, kept by triggers), not a SUM over
+# every charge of the day. ``day >= midnight`` (not ``=``) counts what ``at >= midnight`` counted.
+USAGE = Sql(
+    "SELECT k.n, m.tokens, m.oldest, r.tokens, r.cost, d.tokens, d.cost FROM "
+    "(SELECT COUNT(*) AS n FROM budget_charges WHERE call_id = :call_id) AS k, "
+    "(SELECT COALESCE(SUM(tokens), 0) AS tokens, MIN(at) AS oldest FROM budget_charges "
+    "WHERE agent = :agent AND at > :minute_from) AS m, "
+    "(SELECT COALESCE(SUM(tokens), 0) AS tokens, COALESCE(SUM(cost), 0) AS cost FROM budget_charges "
+    "WHERE task_id = :task_id AND agent = :agent) AS r, "
+    "(SELECT COALESCE(SUM(tokens), 0) AS tokens, COALESCE(SUM(cost), 0) AS cost FROM budget_usage_days "
+    "WHERE agent = :agent AND day >= :midnight) AS d"
+)
 
 
-def _usage(connection: Connection, agent: str, task_id: str | None, now: datetime) -> Usage:
-    """One query over the agent's charges since the earlier of (now - 60 s, midnight) or in this run."""
-    minute_from, midnight = now - WINDOW, day_start(now)
+def _usage(
+    connection: Connection, agent: str, task_id: str | None, now: datetime, call_id: str = ""
+) -> tuple[bool, Usage]:
+    """Whether ``call_id`` is in the ledger already, and the agent's usage at ``now`` (one query)."""
     values = {
+        "call_id": call_id,
         "agent": agent,
         "task_id": task_id,
-        "minute_from": minute_from,
-        "midnight": midnight,
-        "since": min(minute_from, midnight),
+        "minute_from": now - WINDOW,
+        "midnight": day_start(now),
     }
-    row = connection.execute(USAGE, values).one()
-    oldest = row[1]  # SQLite hands back the stored text of a computed column; stored_time parses it
-    return Usage(
-        minute_tokens=_count(row[0]),
-        run_tokens=_count(row[2]),
-        day_tokens=_count(row[3]),
+    row = fetch_all(connection, USAGE, values)[0]
+    usage = Usage(
+        minute_tokens=_count(row[1]),
+        run_tokens=_count(row[3]),
+        day_tokens=_count(row[5]),
         run_cost=float(row[4] or 0.0),
-        day_cost=float(row[5] or 0.0),
-        minute_oldest=stored_time(oldest),
+        day_cost=float(row[6] or 0.0),
+        minute_oldest=stored_time(row[2]),  # SQLite hands back the stored text of a computed column
     )
+    return bool(row[0]), usage
 
 
 def _unpriced(model: str, limits: BudgetLimits) -> BudgetVerdict:
@@ -310,7 +316,15 @@ def _event(
     usage: Usage,
     now: datetime,
 ) -> AuditEvent:
-    used = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(usage).items()}
+    oldest = usage.minute_oldest
+    used = {  # as dataclasses.asdict would give it, without its deep copies (a step's hot path)
+        "minute_tokens": usage.minute_tokens,
+        "run_tokens": usage.run_tokens,
+        "day_tokens": usage.day_tokens,
+        "run_cost": usage.run_cost,
+        "day_cost": usage.day_cost,
+        "minute_oldest": None if oldest is None else oldest.isoformat(),
+    }
     detail: dict[str, Any] = {
         "call_id": call_id,
         "model": model,

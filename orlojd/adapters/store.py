@@ -4,14 +4,21 @@ Migrations (alembic) run on open, skipped when the schema is already at head.
 Operations are named by what they return (``inventory_digests_all``, ``applied_revision_one``,
 ``apply_run``). SQLAlchemy errors are re-raised as ``StoreError`` with the URL
 (password hidden) and a next step.
+
+The hot paths of an agent step (the gate's reads, the budget ledger, audit inserts) run ``Sql``
+statements: plain SQL rendered once per dialect and executed with ``fetch_all`` / ``execute_one``
+on the DBAPI cursor of a SQLAlchemy connection, inside that connection's transaction. That skips
+SQLAlchemy's statement building and compile-cache lookups (most of a step's cost otherwise);
+the transactions, locks and commits are the same ones.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import re
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,7 +37,7 @@ from orlojd.core.conditions import Condition
 from orlojd.core.keys import ResourceKey
 from orlojd.errors import OrlojError
 
-SCHEMA_HEAD = "0006"
+SCHEMA_HEAD = "0007"
 MIGRATION_LOCK_KEY = 0x6F726C6F6A64  # "orlojd": one advisory lock key for schema upgrades
 HISTORY_KEPT = 10
 
@@ -72,6 +79,69 @@ def stored_time(moment: datetime | str | None) -> datetime | None:
     if isinstance(moment, str):
         moment = datetime.fromisoformat(moment)
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+_PLACEHOLDER = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
+
+
+@dataclass(frozen=True, slots=True)
+class Sql:
+    """One hot-path statement with ``:name`` placeholders, rendered for SQLite (``?``) and psycopg
+    (``%(name)s``) once, when the module that owns it is imported."""
+
+    text: str
+    qmark: str = ""
+    names: tuple[str, ...] = ()
+    pyformat: str = ""
+
+    def __post_init__(self) -> None:
+        names = tuple(_PLACEHOLDER.findall(self.text))
+        object.__setattr__(self, "names", names)
+        object.__setattr__(self, "qmark", _PLACEHOLDER.sub("?", self.text))
+        object.__setattr__(self, "pyformat", _PLACEHOLDER.sub(r"%(\1)s", self.text.replace("%", "%%")))
+
+
+def sqlite_time(moment: datetime) -> str:
+    """A timestamp as SQLAlchemy stores it in SQLite: naive UTC text with microseconds (so text
+    comparisons order it, and rows written either way compare alike)."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return f"{moment:%Y-%m-%d %H:%M:%S.%f}"
+
+
+def _cursor(connection: Connection, statement: Sql, values: Mapping[str, Any]) -> Any:
+    if not connection.in_transaction():
+        connection.begin()  # so that ``connection.commit()`` commits what the raw cursor wrote
+    cursor = connection.connection.cursor()
+    if connection.dialect.name == "sqlite":
+        cursor.execute(
+            statement.qmark,
+            [sqlite_time(v) if isinstance(v, datetime) else v for v in (values[n] for n in statement.names)],
+        )
+    else:
+        cursor.execute(statement.pyformat, values)
+    return cursor
+
+
+def fetch_all(connection: Connection, statement: Sql, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    """Run ``statement`` in ``connection``'s transaction; its rows (timestamps as stored: see ``stored_time``)."""
+    cursor = _cursor(connection, statement, values)
+    try:
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
+def execute_one(connection: Connection, statement: Sql, values: Mapping[str, Any]) -> int:
+    """Run a write ``statement`` in ``connection``'s transaction; the rows it touched."""
+    cursor = _cursor(connection, statement, values)
+    try:
+        return int(cursor.rowcount)
+    finally:
+        cursor.close()
+
+
+APPLIED_REVISION = Sql("SELECT value FROM store_meta WHERE key = 'applied_revision'")
 
 
 def _safe(url: str) -> str:
@@ -243,10 +313,9 @@ class Store:
 
     def applied_revision_one(self) -> str | None:
         """The applied revision: one row read (the gate asks before every call)."""
-        meta = MetaRow.__table__  # type: ignore[attr-defined]
         with self.reading("reading the applied revision") as connection:
-            found = connection.execute(sa_select(meta.c.value).where(meta.c.key == "applied_revision")).scalar()
-        return None if found is None else str(found)
+            rows = fetch_all(connection, APPLIED_REVISION, {})
+        return str(rows[0][0]) if rows and rows[0][0] is not None else None
 
     def store_id_one(self) -> str:
         """This store's own random id, made on first use: the audit writer id of whoever drains it."""
