@@ -15,8 +15,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +218,61 @@ def test_an_http_server_that_is_not_there_is_a_failure_naming_it() -> None:
     assert not result.ok
     assert result.error is not None and "tools/away" in result.error
     assert time.monotonic() - started < 8
+
+
+class _Recorder(ThreadingHTTPServer):
+    """Answers every request with ``status`` (and ``Location: location``), counting the requests."""
+
+    def __init__(self, status: int, location: str = "") -> None:
+        self.status, self.location, self.hits = status, location, 0
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _answer(self) -> None:
+                recorder.hits += 1
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(recorder.status)
+                if recorder.location:
+                    self.send_header("Location", recorder.location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_POST = do_DELETE = _answer
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/mcp"
+
+
+@pytest.fixture
+def recorders() -> Iterator[list[_Recorder]]:
+    started: list[_Recorder] = []
+    yield started
+    for server in started:
+        server.shutdown()
+        server.server_close()
+
+
+def _serve(started: list[_Recorder], server: _Recorder) -> _Recorder:
+    started.append(server)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_a_redirect_to_another_host_is_not_followed(recorders: list[_Recorder]) -> None:
+    elsewhere = _serve(recorders, _Recorder(200))
+    endpoint = _serve(recorders, _Recorder(307, location=elsewhere.url))
+    tool = McpTool(server="tools/moved", tool_name="add", transport="http", endpoint=endpoint.url)
+    result = run_tool(tool, call(timeout=5.0))
+    assert not result.ok
+    assert endpoint.hits >= 1
+    assert "not followed" in result.output
+    assert elsewhere.hits == 0  # another origin (here another port) is never reached
 
 
 # --- from the manifests --------------------------------------------------------------------------
