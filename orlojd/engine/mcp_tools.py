@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import urlsplit
 
+from orlojd.core.manifests.base import split_ref
+
 if TYPE_CHECKING:
     from mcp.client._transport import TransportStreams
     from mcp_types import RequestParamsMeta
@@ -109,9 +111,10 @@ def mcp_tool_of(tool: Tool, server: McpServer, env: Mapping[str, str], *, auth_s
     spec, sspec = tool.spec, server.spec
     if spec.type != "mcp" or not spec.mcp_tool_name:
         raise ValueError(f"{where}: not a tool of type 'mcp' with 'mcpToolName'")
-    if spec.mcp_server_ref != server.metadata.name or tool.metadata.namespace != server.metadata.namespace:
-        raise ValueError(f"{where}: mcpServerRef is {spec.mcp_server_ref!r}, not McpServer {server.metadata.name!r}")
     name = f"{server.metadata.namespace}/{server.metadata.name}"
+    ref = split_ref(spec.mcp_server_ref or "", tool.metadata.namespace)
+    if ref != (server.metadata.namespace, server.metadata.name):
+        raise ValueError(f"{where}: mcpServerRef is {spec.mcp_server_ref!r}, not McpServer {name}")
     common: dict[str, Any] = {
         "server": name,
         "tool_name": spec.mcp_tool_name,

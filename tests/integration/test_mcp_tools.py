@@ -370,5 +370,14 @@ spec: {type: mcp, mcpServerRef: remote, mcpToolName: search}
 def test_a_tool_naming_another_server_is_refused() -> None:
     text = MANIFESTS.format(python=PY, loop=LOOP, record="r").replace("mcpServerRef: widgets", "mcpServerRef: other")
     tool, server = _objects(text)
-    with pytest.raises(ValueError, match="mcpServerRef is 'other'"):
+    with pytest.raises(ValueError, match="mcpServerRef is 'other', not McpServer tools/widgets"):
         mcp_tool_of(tool, server, {})
+
+
+def test_a_namespaced_server_ref_is_the_same_server(record: Path) -> None:
+    text = MANIFESTS.format(python=PY, loop=LOOP, record=record)
+    tool, server = _objects(text.replace("mcpServerRef: widgets", "mcpServerRef: tools/widgets"))
+    assert mcp_tool_of(tool, server, {}).server == "tools/widgets"
+    other, _ = _objects(text.replace("mcpServerRef: widgets", "mcpServerRef: elsewhere/widgets"))
+    with pytest.raises(ValueError, match="mcpServerRef is 'elsewhere/widgets'"):
+        mcp_tool_of(other, server, {})
