@@ -194,7 +194,10 @@ class Store:
         """One short write transaction, committed at the end; on SQLite it holds the write lock from its start."""
         with self.errors(what), self.engine.connect() as connection:
             if self.engine.dialect.name == "sqlite":
-                connection.exec_driver_sql("BEGIN IMMEDIATE")
+                connection.begin()  # SQLAlchemy's side of it (a no-op for the driver); the lock, on the cursor:
+                cursor = connection.connection.cursor()
+                cursor.execute("BEGIN IMMEDIATE")
+                cursor.close()
             yield connection
             connection.commit()
 
