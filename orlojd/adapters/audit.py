@@ -30,10 +30,15 @@ from orlojd.core.governance_index import Provenance
 
 EVENTS: sa.Table = GovernanceEventRow.__table__  # type: ignore[attr-defined]
 OUTBOX_LOCK = 7_466_017_220_331_418_709  # PostgreSQL advisory lock: event inserts shared, the drain exclusive
-LOCK_SHARED = Sql("SELECT pg_advisory_xact_lock_shared(:k)")
-INSERT_EVENT = Sql(  # plain SQL on the transaction's cursor: no statement building or compiling per event
-    "INSERT INTO governance_events (at, event, task_id, agent, tool, verdict, reason, revision, detail, actor, "
-    "subject) VALUES (:at, :event, :task_id, :agent, :tool, :verdict, :reason, :revision, :detail, :actor, :subject)"
+_COLUMNS = "at, event, task_id, agent, tool, verdict, reason, revision, detail, actor, subject"
+_VALUES = ", ".join(f":{c}" for c in _COLUMNS.split(", "))
+# Plain SQL on the transaction's cursor: no statement building or compiling per event.
+INSERT_EVENT = Sql(f"INSERT INTO governance_events ({_COLUMNS}) VALUES ({_VALUES})")
+# PostgreSQL, one round trip: the shared outbox lock is taken in the FROM item, which runs before the
+# row (and its id from the sequence) is made, and is held until the transaction ends, as before.
+INSERT_EVENT_LOCKED = Sql(
+    f"INSERT INTO governance_events ({_COLUMNS}) SELECT {_VALUES.replace(':at', 'CAST(:at AS timestamptz)')} "
+    "FROM (SELECT pg_advisory_xact_lock_shared(:outbox_lock)) AS outbox_lock"
 )
 _JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))  # the encoder json.dumps would build per call
 FENCE_WAIT_MS = 1000  # how long a drain waits for event inserts in flight before trying again later
@@ -116,12 +121,12 @@ def decision_event(
 
 def insert(connection: Connection, event: AuditEvent) -> None:
     """Write ``event`` inside the caller's transaction (on PostgreSQL holding ``OUTBOX_LOCK`` shared)."""
-    if connection.dialect.name == "postgresql":
-        execute_one(connection, LOCK_SHARED, {"k": OUTBOX_LOCK})
+    postgres = connection.dialect.name == "postgresql"
     execute_one(
         connection,
-        INSERT_EVENT,
+        INSERT_EVENT_LOCKED if postgres else INSERT_EVENT,
         {
+            "outbox_lock": OUTBOX_LOCK,
             "at": event.at,
             "event": event.event,
             "task_id": event.task_id,

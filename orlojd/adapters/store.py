@@ -316,7 +316,9 @@ class Store:
 
     def applied_revision_one(self) -> str | None:
         """The applied revision: one row read (the gate asks before every call)."""
-        with self.reading("reading the applied revision") as connection:
+        with self.errors("reading the applied revision"), self.engine.connect() as connection:
+            if self.engine.dialect.name == "postgresql":  # one statement: no BEGIN and ROLLBACK round trips
+                connection = connection.execution_options(isolation_level="AUTOCOMMIT")
             rows = fetch_all(connection, APPLIED_REVISION, {})
         return str(rows[0][0]) if rows and rows[0][0] is not None else None
 
