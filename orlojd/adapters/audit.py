@@ -23,7 +23,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
-from orlojd.adapters.store import Sql, Store, execute_one, stored_time
+from orlojd.adapters.sql import Sql, execute_one
+from orlojd.adapters.store import Store, stored_time
 from orlojd.adapters.tables import GovernanceEventRow
 from orlojd.core.governance import CallRequest, Decision
 from orlojd.core.governance_index import Provenance

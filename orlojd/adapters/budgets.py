@@ -43,7 +43,8 @@ from sqlalchemy.engine import Connection
 from orlojd.adapters.audit import AuditEvent, insert, provenance_json
 from orlojd.adapters.clock import utc
 from orlojd.adapters.pricing import cost_of
-from orlojd.adapters.store import Sql, Store, execute_one, fetch_all, stored_time
+from orlojd.adapters.sql import Sql, execute_one, fetch_all
+from orlojd.adapters.store import Store, stored_time
 from orlojd.adapters.tables import BudgetChargeRow
 from orlojd.core.budgets import WINDOW, BudgetLimits, BudgetVerdict, Usage, check, day_start
 

@@ -5,20 +5,16 @@ Operations are named by what they return (``inventory_digests_all``, ``applied_r
 ``apply_run``). SQLAlchemy errors are re-raised as ``StoreError`` with the URL
 (password hidden) and a next step.
 
-The hot paths of an agent step (the gate's reads, the budget ledger, audit inserts) run ``Sql``
-statements: plain SQL rendered once per dialect and executed with ``fetch_all`` / ``execute_one``
-on the DBAPI cursor of a SQLAlchemy connection, inside that connection's transaction. That skips
-SQLAlchemy's statement building and compile-cache lookups (most of a step's cost otherwise);
-the transactions, locks and commits are the same ones.
+The hot paths of an agent step (the gate's reads, the budget ledger, audit inserts) run
+``adapters/sql.Sql`` statements on the connections these transactions hand out.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
-import re
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +28,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, create_engine, select
 
+from orlojd.adapters.sql import Sql, fetch_all
 from orlojd.adapters.tables import InventoryRow, MetaRow, ObjectStatusRow, ReconcileRow, SuspensionRow
 from orlojd.core.conditions import Condition
 from orlojd.core.keys import ResourceKey
@@ -79,66 +76,6 @@ def stored_time(moment: datetime | str | None) -> datetime | None:
     if isinstance(moment, str):
         moment = datetime.fromisoformat(moment)
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-_PLACEHOLDER = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
-
-
-@dataclass(frozen=True, slots=True)
-class Sql:
-    """One hot-path statement with ``:name`` placeholders, rendered for SQLite (``?``) and psycopg
-    (``%(name)s``) once, when the module that owns it is imported."""
-
-    text: str
-    qmark: str = ""
-    names: tuple[str, ...] = ()
-    pyformat: str = ""
-
-    def __post_init__(self) -> None:
-        names = tuple(_PLACEHOLDER.findall(self.text))
-        object.__setattr__(self, "names", names)
-        object.__setattr__(self, "qmark", _PLACEHOLDER.sub("?", self.text))
-        object.__setattr__(self, "pyformat", _PLACEHOLDER.sub(r"%(\1)s", self.text.replace("%", "%%")))
-
-
-def sqlite_time(moment: datetime) -> str:
-    """A timestamp as SQLAlchemy stores it in SQLite: naive UTC text with microseconds (so text
-    comparisons order it, and rows written either way compare alike)."""
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return f"{moment:%Y-%m-%d %H:%M:%S.%f}"
-
-
-def _cursor(connection: Connection, statement: Sql, values: Mapping[str, Any]) -> Any:
-    if not connection.in_transaction():
-        connection.begin()  # so that ``connection.commit()`` commits what the raw cursor wrote
-    cursor = connection.connection.cursor()
-    if connection.dialect.name == "sqlite":
-        cursor.execute(
-            statement.qmark,
-            [sqlite_time(v) if isinstance(v, datetime) else v for v in (values[n] for n in statement.names)],
-        )
-    else:
-        cursor.execute(statement.pyformat, values)
-    return cursor
-
-
-def fetch_all(connection: Connection, statement: Sql, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-    """Run ``statement`` in ``connection``'s transaction; its rows (timestamps as stored: see ``stored_time``)."""
-    cursor = _cursor(connection, statement, values)
-    try:
-        return list(cursor.fetchall())
-    finally:
-        cursor.close()
-
-
-def execute_one(connection: Connection, statement: Sql, values: Mapping[str, Any]) -> int:
-    """Run a write ``statement`` in ``connection``'s transaction; the rows it touched."""
-    cursor = _cursor(connection, statement, values)
-    try:
-        return int(cursor.rowcount)
-    finally:
-        cursor.close()
 
 
 APPLIED_REVISION = Sql("SELECT value FROM store_meta WHERE key = 'applied_revision'")

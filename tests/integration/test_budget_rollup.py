@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from importlib import resources
 
 import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 
 from orlojd.adapters.budgets import BudgetLedger
+from orlojd.adapters.sql import Sql, sqlite_time
 from orlojd.adapters.store import SCHEMA_HEAD, Store, stored_time
 from orlojd.core.budgets import BudgetLimits, Limit, day_start
 from orlojd.core.governance_index import Provenance
@@ -154,3 +156,18 @@ def test_the_migration_sums_the_charges_made_before_it(db_url: str) -> None:
         assert_agrees(old)
     finally:
         engine.dispose()
+
+
+def test_plain_sql_renders_for_both_drivers_and_stores_times_as_sqlalchemy_does() -> None:
+    statement = Sql("SELECT a FROM t WHERE x = :agent AND y::text > :at AND z = :agent AND w LIKE 'a%'")
+    assert statement.names == ("agent", "at", "agent")
+    assert statement.qmark == "SELECT a FROM t WHERE x = ? AND y::text > ? AND z = ? AND w LIKE 'a%'"
+    assert statement.pyformat == (
+        "SELECT a FROM t WHERE x = %(agent)s AND y::text > %(at)s AND z = %(agent)s AND w LIKE 'a%%'"
+    )
+    # the ledger writes `at` through the driver, other code through SQLAlchemy: the same text, so they compare alike
+    dialect = sqlite_dialect()
+    stored = sa.DateTime(timezone=True).dialect_impl(dialect).bind_processor(dialect)
+    assert stored is not None
+    for moment in (T0, T0.replace(microsecond=1), T0.astimezone(timezone(timedelta(hours=-5)))):
+        assert sqlite_time(moment) == stored(moment.astimezone(UTC))
