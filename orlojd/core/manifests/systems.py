@@ -36,9 +36,19 @@ class GraphNode(OrlojModel):
         return out
 
 
+class StopWhen(OrlojModel):
+    """orlojd extension: a condition on an agent's output that ends the run early (a loop's exit)."""
+
+    output_contains: Annotated[str, Field(min_length=1, description="Stop once an agent's output contains this")]
+
+
 class AgentSystemSpec(Spec):
     agents: Annotated[list[RefName], Field(min_length=1)]
     graph: dict[str, GraphNode] = Field(default_factory=dict)
+    stop_when: StopWhen | None = Field(
+        default=None,
+        description="orlojd extension: end the run once an agent's output meets this (else at the Task's max_turns)",
+    )
 
     @model_validator(mode="after")
     def _graph_names_agents(self) -> AgentSystemSpec:
