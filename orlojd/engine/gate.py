@@ -304,6 +304,37 @@ class Gate:
         """Charge a finished model call with the usage the provider reported (once per call id)."""
         return self.ledger.settle_run(call_id, prompt_tokens, completion_tokens, model, self.now())
 
+    def handoff(
+        self,
+        task: ClaimedTask,
+        sender: str | None,
+        receiver: ResourceKey,
+        content: str,
+        detail: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record that ``content`` went from agent ``sender`` (None: the task's input) to ``receiver``: the
+        audit event ``handoff`` with the content's sha256 and size, never the content itself. ``detail``:
+        where in the run (branch, turn, system, via), no content."""
+        import hashlib
+
+        data = content.encode("utf-8")
+        self.audit.record_run(
+            AuditEvent(
+                event="handoff",
+                at=self.now(),
+                task_id=task.id,
+                agent=str(receiver),
+                detail={
+                    "from": sender,
+                    "to": receiver.name,
+                    **(detail or {}),
+                    "content_sha256": hashlib.sha256(data).hexdigest(),
+                    "content_bytes": len(data),
+                },
+                actor=task.worker or None,
+            )
+        )
+
 
 def _all_needs(context: GovernanceContext, request: CallRequest) -> tuple[Pair, ...]:
     """The pairs the call needs: the request's and the Tool's ``requires`` (as the decision saw them)."""
