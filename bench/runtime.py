@@ -29,8 +29,8 @@
 
 Human-readable lines go first; the last line is one JSON object (see bench/README.md).
 
-    .venv/bin/python bench/runtime.py            # about 40 s on 2 cores
-    .venv/bin/python bench/runtime.py --quick    # about 20 s
+    .venv/bin/python bench/runtime.py            # about 35 s on 2 cores (with PostgreSQL)
+    .venv/bin/python bench/runtime.py --quick    # about 15 s
     .venv/bin/python bench/runtime.py --profile  # also the profile of one run
 """
 
