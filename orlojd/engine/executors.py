@@ -11,7 +11,8 @@ one more ``Executor``. Until then a run is checked and recorded, not executed:
   an error naming the agent, and lands in the dead-letter queue (``orlojd dlq retry`` once
   the agent is back).
 * ``agent``: the agent loop on litellm (``engine/agent_loop.py``): model calls and the tool calls
-  the model asks for, every one through the governance gate. Not the default yet.
+  the model asks for, every one through the governance gate; a Task naming an AgentSystem runs its
+  graph of agents (``engine/agent_systems.py``). Not the default yet.
 * ``noop``: succeeds at once (benchmarks).
 * ``sleep:MS``: sleeps MS milliseconds, stopping early when cancelled (tests of leases and
   timeouts).
@@ -34,6 +35,7 @@ from orlojd.adapters.queue import ClaimedTask
 from orlojd.adapters.store import Store
 from orlojd.core.keys import ResourceKey
 from orlojd.engine.agent_loop import AgentLoop
+from orlojd.engine.agent_systems import AgentExecutor
 from orlojd.engine.gate import Gate
 from orlojd.engine.workers import Executor, TaskFailed
 from orlojd.errors import ConfigError
@@ -193,8 +195,8 @@ def executor_named(spec: str, store: Store, gate: Gate | None = None) -> Executo
     if not known(spec):
         raise ConfigError(f"--executor {spec!r}: unknown executor", f"use {NAMES}")
     name, _, argument = spec.partition(":")
-    if name == "agent":
-        return AgentLoop(store, gate or Gate(store))
+    if name == "agent":  # an AgentSystem task through its graph, an Agent task through the agent loop
+        return AgentExecutor(AgentLoop(store, gate or Gate(store)))
     if name == "placeholder":
         return Placeholder(store, gate)
     if name == "sleep":
