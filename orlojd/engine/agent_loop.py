@@ -266,6 +266,33 @@ class AgentLoop:
         outcome = self.gate.tool_call(task, name, arguments, needs, agent=run.key)
         if not outcome.allowed:
             return f"denied: {outcome.decision.reason.value}: {outcome.decision.message}"
+        if manifest is not None and manifest.spec.agent_ref is not None:
+            # An agent as a tool (type: agent): the worker runs under its own identity, the arguments its input,
+            # its answer the result. Scope ``<step>><worker>.<args digest>/``: the '>'s count the depth.
+            import hashlib
+
+            from orlojd.engine.agent_systems import script_for
+
+            worker = ResourceKey("Agent", *split_ref(manifest.spec.agent_ref, run.key.namespace))
+            if step.count(">") >= 4:
+                error = f"{name}: delegation to {worker.short} refused: 4 agents deep already; answer without it"
+                self.gate.tool_done(task, name, "error", {"error": error, "agent": str(worker)}, agent=run.key)
+                return f"error: {error}"
+            sent = json.dumps(arguments, sort_keys=True, default=str)
+            scope = f"{step}>{worker.name}.{hashlib.sha256(sent.encode()).hexdigest()[:8]}/"
+            self.gate.handoff(task, run.key.name, worker, sent, {"via": "tool", "tool": name, "step": step})
+            try:
+                answer = self.run_agent(
+                    task, worker, arguments, threading.Event(), scope=scope, script_turns=script_for(task, worker, "")
+                )
+            except TaskFailed as exc:
+                if not exc.permanent or str(exc) == "cancelled":
+                    raise
+                self.gate.tool_done(task, name, "error", {"error": str(exc)[:200], "agent": str(worker)}, agent=run.key)
+                return f"error: agent {worker.short} failed: {exc}"
+            detail = {"agent": str(worker), "steps": answer.steps, "bytes": len(answer.output.encode())}
+            self.gate.tool_done(task, name, "ok", detail, agent=run.key)
+            return answer.output
         spec = None if manifest is None else self.tools(manifest)
         if spec is None:
             error = f"tool {name} has no executor in this runtime"
