@@ -402,3 +402,20 @@ def test_the_agent_executor_still_runs_agent_tasks(world: World) -> None:
         "steps": 1,
         "usage": {"prompt": 20, "completion": 5},
     }
+
+
+@sqlite_only
+def test_a_member_agent_that_is_not_applied_fails_the_task_naming_it(world: World) -> None:
+    """The inventory lost the writer (a bad restore, a hand edit): the run fails before any agent runs."""
+    import sqlalchemy as sa
+
+    from orlojd.adapters.tables import InventoryRow
+
+    world.apply()
+    table = InventoryRow.__table__  # type: ignore[attr-defined]
+    with world.store.writing("losing the writer") as connection:
+        connection.execute(sa.delete(table).where(table.c.kind == "Agent", table.c.name == "writer"))
+    claim = world.started({}, system="pipeline")
+    with pytest.raises(TaskFailed, match=r"AgentSystem/pipeline: spec.agents: agent Agent/writer is not applied") as e:
+        world.run(claim)
+    assert e.value.permanent and not world.events(claim.id, "model_call")
