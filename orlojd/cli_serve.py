@@ -120,7 +120,7 @@ def serve(
             "--workers", envvar="ORLOJD_WORKERS", min=0, help="Embedded worker threads (default: workers.size)"
         ),
     ] = None,
-    executor: ExecutorOption = "placeholder",
+    executor: ExecutorOption = "agent",
     audit_key: Annotated[
         Path | None,
         typer.Option(
@@ -203,7 +203,7 @@ def worker(
         str, typer.Option("--drain-grace", envvar="ORLOJD_DRAIN_GRACE", help="How long SIGTERM waits for tasks")
     ] = "20s",
     log_format: Annotated[LogFormat, typer.Option("--log-format", envvar="ORLOJD_LOG_FORMAT")] = LogFormat.text,
-    executor: ExecutorOption = "placeholder",
+    executor: ExecutorOption = "agent",
 ) -> None:
     """Run tasks from the shared PostgreSQL queue (scale-out): any number, on any machine."""
     import signal

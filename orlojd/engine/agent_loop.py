@@ -372,11 +372,17 @@ def _scripted(task: ClaimedTask, endpoint: ModelEndpoint, model: str, inline: An
             turns = {"turns": inline} if isinstance(inline, list) else inline
             scripted_model.register({name: scripted_model.load_script(turns)})
             return f"{scripted_model.PROVIDER}/{name}"
+        if endpoint.spec.script is not None:  # the manifest's own script, registered as applied now
+            name = f"{endpoint.metadata.namespace}.{endpoint.metadata.name}.{model}".replace("/", "_")
+            scripted_model.register({name: scripted_model.load_script({"turns": endpoint.spec.script})})
+            return f"{scripted_model.PROVIDER}/{name}"
         path = endpoint.spec.options.get("script")
         if path:
             if not Path(path).is_absolute():
                 raise ValueError(f"options.script must be an absolute path, got {path!r}")
             scripted_model.register({model: scripted_model.load_script(Path(path))})
+        elif model not in scripted_model.registered():  # no script anywhere: the model answers "done" at once
+            scripted_model.register({model: scripted_model.Script(turns=())})
     except (OSError, TypeError, ValueError) as exc:
         raise TaskFailed(f"scripted model {model}: {exc}", permanent=True) from None
     return f"{scripted_model.PROVIDER}/{model}"

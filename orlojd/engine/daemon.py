@@ -69,7 +69,7 @@ class DaemonOptions:
     signatures: SignaturePolicy = field(default_factory=SignaturePolicy)
     webhook_secrets: WebhookSecrets = field(default_factory=WebhookSecrets)
     subdir: str = ""
-    executor: str = "placeholder"
+    executor: str = "agent"
     workers: int | None = None  # embedded worker threads; None: workers.size from orlojd.yaml
     drain_grace: float = 20.0  # seconds SIGTERM waits for running tasks
     audit_key: Path | None = None  # signs the audit notes; None: systemd credential, else made in state_dir

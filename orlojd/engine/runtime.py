@@ -57,7 +57,7 @@ class TaskRuntime:
     def __init__(
         self,
         store: Store,
-        executor: str = "placeholder",
+        executor: str = "agent",
         workers: int | None = None,
         now: Callable[[], datetime] = clock.now,
         periodic: Sequence[tuple[str, float, Callable[[], None]]] = (),

@@ -114,7 +114,7 @@ def test_a_call_waits_for_approval_then_runs_once_approved_or_fails_when_denied(
     origin.commit("two tasks that write to the issue tracker")
     origin.push()
     state = ["--state-dir"]
-    with Served(tmp_path, origin.bare) as served:
+    with Served(tmp_path, origin.bare, "--executor", "placeholder") as served:
         state.append(str(served.state_dir))
         ids = [
             wait_for(f"{key} to wait", partial(in_state, served, key, "waiting_approval"), explain=served.explain)[3]
@@ -198,7 +198,7 @@ def test_a_policy_can_require_the_approval_signed_with_the_approvers_own_key(cli
     origin.write("tasks/q3.yaml", task("check-q3", "Q3 gap"))
     origin.commit("a task under a signed-approval policy")
     origin.push()
-    with Served(tmp_path, origin.bare) as served:
+    with Served(tmp_path, origin.bare, "--executor", "placeholder") as served:
         _, _, _, task_id = wait_for(
             "the task to wait",
             lambda: in_state(served, "Task/default/check-q3", "waiting_approval"),

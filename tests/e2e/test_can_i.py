@@ -109,7 +109,9 @@ def test_policy_deny_is_located_in_the_policy_file(cli: Cli, demo: Path) -> None
             "- write: issue_tracker\n", "- write: issue_tracker\n        - delete: issue_tracker\n", 1
         )
     )
-    tool.write_text(tool.read_text() + "    - delete: issue_tracker\n")
+    tool.write_text(
+        tool.read_text().replace("- write: issue_tracker\n", "- write: issue_tracker\n    - delete: issue_tracker\n")
+    )
     git(demo, "commit", "-qam", "flag-issues deletes too")
     head = git(demo, "rev-parse", "HEAD")
     code, answer = ask(cli, demo, "compliance-checker", "flag-issues")

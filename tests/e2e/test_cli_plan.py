@@ -7,7 +7,6 @@ throw-away PostgreSQL database), passed with ``--db``.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -235,21 +234,3 @@ def test_literal_secret_is_refused_and_never_printed(cli: Any, repo: Any, tmp_pa
     assert "apply refused" in refused.stderr
     for output in (planned.stdout, planned.stderr, refused.stdout, refused.stderr):
         assert SECRET_VALUE not in output
-
-
-def test_demo_serves_a_pushed_change_and_ends_with_no_changes(cli: Any, tmp_path: Path) -> None:
-    """`orlojd demo`: init, push to a bare origin, a real `orlojd serve`, push a change, see it applied."""
-    target = tmp_path / "demo"
-    done = run(cli, "demo", str(target), cwd=tmp_path, expect=0)
-    out = done.stdout
-    pushed = re.search(r"git push  \(commit ([0-9a-f]{12})\)", out)
-    assert pushed, out
-    assert re.search(r"applied \d+ ms after the push", out), out
-    assert f"source: {target / 'origin.git'} main: Ready (Applied): applied {pushed[1]}" in out
-    assert "stopped orlojd serve (exit 0)" in out
-    state = target / "state"
-    status = json.loads(
-        run(cli, "status", "--state-dir", str(state), "--format", "json", cwd=tmp_path, expect=0).stdout
-    )
-    assert status["revision"].startswith(pushed[1])
-    run(cli, "plan", str(target / "agents-repo"), "--state-dir", str(state), cwd=tmp_path, expect=0)

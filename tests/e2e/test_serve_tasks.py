@@ -60,7 +60,8 @@ def test_a_pushed_task_runs_once_on_the_embedded_workers(tmp_path: Path, origin:
         _, result, _ = wait_for(
             "the task to run", lambda: state_of(served, "Task/default/report", "succeeded"), explain=served.explain
         )
-        assert json.loads(result or "{}")["executor"] == "placeholder"
+        ran = json.loads(result or "{}")
+        assert (ran["executor"], ran["output"]) == ("agent", "done"), "the agent loop ran it on the scripted model"
         workers = served.store.rows("SELECT capacity, embedded, stopped_at FROM workers") or []
         assert [(w[0], bool(w[1]), w[2]) for w in workers] == [(2, True, None)], "workers.size from orlojd.yaml"
         origin.write("agents/clerk.yaml", AGENT + "  prompt: be brief\n")

@@ -250,6 +250,11 @@ class ModelEndpointSpec(Spec):
     default_model: Annotated[str, Field(min_length=1)]
     options: dict[str, str] = Field(default_factory=dict)
     auth: EndpointAuth | None = None
+    script: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="For provider 'scripted': its replies in order, reply N after N assistant turns; each "
+        "{content, tool_calls: [{name, arguments}], usage: {prompt, completion}}. Past the last: 'done'",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -262,6 +267,12 @@ class ModelEndpointSpec(Spec):
     def _compatible_needs_url(self) -> ModelEndpointSpec:
         if self.provider == "openai-compatible" and not self.base_url:
             raise ValueError("provider 'openai-compatible' needs 'baseUrl'")
+        if self.script is not None:
+            if self.provider != "scripted":
+                raise ValueError(f"'script' goes with provider 'scripted', not {self.provider!r}")
+            from orlojd.adapters.scripted_model import load_script  # pure parsing; litellm is not imported
+
+            load_script({"turns": self.script})  # a ValueError names the turn and the field
         return self
 
 
