@@ -46,11 +46,10 @@ import asyncio
 import json
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from orlojd.adapters import scripted_model
 from orlojd.adapters.queue import ClaimedTask
@@ -62,54 +61,18 @@ from orlojd.core.manifests.base import split_ref
 from orlojd.core.manifests.registry import validate_object
 from orlojd.core.manifests.tools import ModelEndpoint, Tool
 from orlojd.engine.gate import Gate
-from orlojd.engine.tool_executors import CommandTool, HttpTool, PythonTool, ToolCall, needs_of, run_tool
+from orlojd.engine.tool_executors import ToolCall, needs_of, run_tool
+from orlojd.engine.tool_specs import ToolMapper, ToolResolver
 from orlojd.engine.workers import TaskFailed
 
-__all__ = ["OUTPUT_CAP", "AgentAnswer", "AgentLoop", "ToolMapper", "default_tools"]
+__all__ = ["OUTPUT_CAP", "AgentAnswer", "AgentLoop"]
 
 OUTPUT_CAP = 64 * 1024  # bytes of the final answer (and of each tool message) kept
 MODEL_TIMEOUT = 120.0  # seconds one model call may take
 DEFAULT_TOOL_TIMEOUT = 30.0
 
-ToolSpec = HttpTool | CommandTool | PythonTool
-ToolMapper = Callable[[Tool], ToolSpec | None]
-
 _LITELLM = threading.Lock()
 T = TypeVar("T")
-
-
-def default_tools(tool: Tool) -> ToolSpec | None:
-    """The executor of a Tool manifest: its ``http``, ``command`` or ``python`` block as an ``HttpTool``,
-    ``CommandTool`` or ``PythonTool`` (an ``http`` block with no ``allowedHosts`` may reach only its url's own
-    host); ``type: http`` with only an ``endpoint`` is a POST of the arguments as JSON to that endpoint, its
-    host the only one allowed; anything else has no executor (None)."""
-    spec = tool.spec
-    if spec.http is not None:
-        return HttpTool(
-            method=spec.http.method,
-            url=spec.http.url,
-            allowed_hosts=spec.http.hosts,
-            headers=dict(spec.http.headers),
-            body=spec.http.body,
-            max_response_bytes=spec.http.max_response_bytes,
-        )
-    if spec.command is not None:
-        return CommandTool(
-            argv=tuple(spec.command.argv),
-            cwd=Path(spec.command.cwd) if spec.command.cwd is not None else None,
-            env_allow=tuple(spec.command.env_allow),
-            max_output_bytes=spec.command.max_output_bytes,
-        )
-    if spec.python is not None:
-        return PythonTool(entry_point=spec.python.entry_point, max_output_bytes=spec.python.max_output_bytes)
-    if spec.type != "http" or not spec.endpoint:
-        return None
-    parts = urlsplit(spec.endpoint)
-    host = (parts.hostname or "").lower()
-    if not host:
-        return None
-    allowed = host if parts.port is None else f"{host}:{parts.port}"
-    return HttpTool(method="POST", url=spec.endpoint, allowed_hosts=(allowed,))
 
 
 def _cap(text: str, limit: int = OUTPUT_CAP) -> str:
@@ -144,7 +107,7 @@ class AgentLoop:
     def __init__(self, store: Store, gate: Gate, tools: ToolMapper | None = None) -> None:
         self.store = store
         self.gate = gate
-        self.tools: ToolMapper = tools or default_tools
+        self.tools: ToolMapper = tools or ToolResolver(store)
         self.model_timeout = MODEL_TIMEOUT
 
     # -- loading ------------------------------------------------------------------------------------
@@ -293,7 +256,11 @@ class AgentLoop:
             detail = {"agent": str(worker), "steps": answer.steps, "bytes": len(answer.output.encode())}
             self.gate.tool_done(task, name, "ok", detail, agent=run.key)
             return answer.output
-        spec = None if manifest is None else self.tools(manifest)
+        try:
+            spec = None if manifest is None else self.tools(manifest)
+        except ValueError as exc:  # a Secret or an McpServer it needs cannot be resolved: nothing runs
+            self.gate.tool_done(task, name, "error", {"error": str(exc)[:200]}, agent=run.key)
+            return f"error: {exc}"
         if spec is None:
             error = f"tool {name} has no executor in this runtime"
             self.gate.tool_done(task, name, "error", {"error": error}, agent=run.key)

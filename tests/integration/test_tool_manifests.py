@@ -18,8 +18,8 @@ import pytest
 from orlojd.core.diagnostics import format_path
 from orlojd.core.manifests.registry import validate_object
 from orlojd.core.manifests.tools import Tool
-from orlojd.engine.agent_loop import default_tools
 from orlojd.engine.tool_executors import CommandTool, HttpTool, PythonTool, ToolCall, needs_of, run_tool
+from orlojd.engine.tool_specs import default_tools
 
 
 def tool_doc(spec: dict[str, Any], name: str = "t") -> dict[str, Any]:

@@ -1,7 +1,8 @@
-"""Orloj kinds orlojd keeps but does not act on yet: Memory and McpServer.
+"""Orloj's Memory and McpServer kinds.
 
-They validate (so a repository written for Orloj loads whole) and are digested and
-planned like any object; validate reports each one as a warning.
+McpServer is the server a Tool of ``type: mcp`` calls (``engine/mcp_tools.py``). Memory is kept but not
+acted on yet: it validates (so a repository written for Orloj loads whole), is digested and planned like
+any object, and validate reports it as a warning.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ KINDS: dict[str, type[ResourceKind]] = {
 }
 """Every kind orlojd loads, canonical spelling -> model."""
 
-INERT_KINDS = frozenset({"Memory", "McpServer", "TaskWebhook", "Worker", "ToolApproval"})
+INERT_KINDS = frozenset({"Memory", "TaskWebhook", "Worker", "ToolApproval"})
 """Orloj kinds that load, validate and plan, but that orlojd does not act on yet."""
 
 _BY_LOWER = {name.lower(): name for name in KINDS}
