@@ -68,6 +68,8 @@ def references(obj: ResourceKind) -> Iterator[Reference]:
         yield from ref("McpServer", obj.spec.mcp_server_ref, "mcpServerRef")
         yield from ref("Agent", obj.spec.agent_ref, "agentRef")
     elif isinstance(obj, ModelEndpoint):
+        for i, fallback in enumerate(obj.spec.fallbacks):
+            yield from ref("ModelEndpoint", fallback, "fallbacks", i)
         if obj.spec.auth is not None:
             yield from ref("Secret", obj.spec.auth.secret_ref, "auth", "secretRef")
     elif isinstance(obj, AgentSystem):

@@ -42,17 +42,19 @@ loop closes and must not be shared by two loops at once.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
+import logging
+import random
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from orlojd.adapters import scripted_model
+from orlojd.adapters.model_client import ModelTarget, ProviderError, shared_client
 from orlojd.adapters.queue import ClaimedTask
+from orlojd.adapters.secrets import SecretError, SecretResolver
 from orlojd.adapters.store import Store
 from orlojd.core.durations import parse_ms
 from orlojd.core.keys import ResourceKey
@@ -60,6 +62,7 @@ from orlojd.core.manifests.agents import Agent
 from orlojd.core.manifests.base import split_ref
 from orlojd.core.manifests.registry import validate_object
 from orlojd.core.manifests.tools import ModelEndpoint, Tool
+from orlojd.core.retry import provider_wait
 from orlojd.engine.gate import Gate
 from orlojd.engine.tool_executors import ToolCall, needs_of, run_tool
 from orlojd.engine.tool_specs import ToolMapper, ToolResolver
@@ -71,7 +74,7 @@ OUTPUT_CAP = 64 * 1024  # bytes of the final answer (and of each tool message) k
 MODEL_TIMEOUT = 120.0  # seconds one model call may take
 DEFAULT_TOOL_TIMEOUT = 30.0
 
-_LITELLM = threading.Lock()
+log = logging.getLogger("orlojd.agent")
 T = TypeVar("T")
 
 
@@ -96,8 +99,7 @@ class _Run:
 
     key: ResourceKey
     agent: Agent
-    model: str  # bare id: what the gate and the budget see
-    litellm_model: str  # what litellm is called with
+    targets: list[ModelTarget]  # the endpoint's model, then its fallbacks'
     tools: dict[str, Tool] = field(default_factory=dict)
 
 
@@ -108,7 +110,9 @@ class AgentLoop:
         self.store = store
         self.gate = gate
         self.tools: ToolMapper = tools or ToolResolver(store)
-        self.model_timeout = MODEL_TIMEOUT
+        self.client = shared_client()
+        self.secrets = SecretResolver(store)
+        self.draw: Callable[[], float] = random.random  # jitter of the provider retries
 
     # -- loading ------------------------------------------------------------------------------------
 
@@ -132,15 +136,43 @@ class AgentLoop:
         tools = {n: _validated(found[k], k, Tool) for n, k in tool_keys.items() if k in found}
         if endpoint_key is None:
             assert agent.spec.model is not None  # the manifest needs model or modelRef
-            return _Run(agent_key, agent, agent.spec.model, agent.spec.model, tools)
+            model = agent.spec.model
+            return _Run(agent_key, agent, [ModelTarget(f"{agent_key.short} spec.model", model, model)], tools)
         if endpoint_key not in found:
             raise TaskFailed(f"{agent_key.short}: model endpoint {endpoint_key.short} is not applied", permanent=True)
         endpoint = _validated(found[endpoint_key], endpoint_key, ModelEndpoint)
-        model = agent.spec.model or endpoint.spec.default_model
-        litellm_model = f"{endpoint.spec.provider}/{model}"
-        if endpoint.spec.provider == scripted_model.PROVIDER:
-            litellm_model = _scripted(task, endpoint, model, script_turns, agent_key.name)
-        return _Run(agent_key, agent, model, litellm_model, tools)
+        primary = self._target(task, endpoint, agent.spec.model, script_turns, agent_key.name)
+        fallbacks = [ResourceKey("ModelEndpoint", *split_ref(f, endpoint.namespace)) for f in endpoint.spec.fallbacks]
+        bodies = self.store.inventory_bodies_some(keys=fallbacks) if fallbacks else {}
+        targets = [primary]
+        for key in fallbacks:
+            if key not in bodies:
+                raise TaskFailed(f"{endpoint_key.short}: fallback {key.short} is not applied", permanent=True)
+            targets.append(self._target(task, _validated(bodies[key], key, ModelEndpoint), None, None, agent_key.name))
+        return _Run(agent_key, agent, targets, tools)
+
+    def _target(
+        self, task: ClaimedTask, endpoint: ModelEndpoint, model: str | None, turns: Any, agent: str
+    ) -> ModelTarget:
+        """How to call ``endpoint`` (its ``defaultModel`` unless the agent names ``model``): its API key read
+        from its Secret now (a Secret that cannot be read fails the run for good, naming it)."""
+        spec = endpoint.spec
+        model = model or spec.default_model
+        where = f"{endpoint.namespace}/{endpoint.name}"
+        if spec.provider == scripted_model.PROVIDER:
+            litellm_model = _scripted(task, endpoint, model, turns, agent)
+        elif spec.provider == "openai-compatible":
+            litellm_model = f"openai/{model}"
+        else:
+            litellm_model = f"{spec.provider}/{model}"
+        key = None
+        if spec.auth is not None:
+            try:
+                key = self.secrets(spec.auth.secret_ref, endpoint.namespace)
+            except SecretError as exc:
+                raise TaskFailed(f"model endpoint {where}: {exc}", permanent=True) from None
+        timeout = parse_ms(spec.timeout) / 1000 or MODEL_TIMEOUT
+        return ModelTarget(where, model, litellm_model, timeout, spec.retry, spec.base_url, key)
 
     # -- the loop -----------------------------------------------------------------------------------
 
@@ -174,8 +206,9 @@ class AgentLoop:
         try:
             return self._run(task, run, task_input, cancelled, scope)
         finally:
-            if run.litellm_model.endswith(f".{task.id}"):  # the run's own inline script: not kept for ever
-                scripted_model.unregister(run.litellm_model.split("/", 1)[1])
+            for target in run.targets:
+                if target.litellm_model.endswith(f".{task.id}"):  # the run's own inline script: not kept for ever
+                    scripted_model.unregister(target.litellm_model.split("/", 1)[1])
 
     def _run(
         self, task: ClaimedTask, run: _Run, task_input: Mapping[str, Any], cancelled: threading.Event, scope: str
@@ -192,12 +225,11 @@ class AgentLoop:
                 raise TaskFailed("cancelled")
             call_id = f"{task.id}/{scope}{step}"
             estimate = len(json.dumps(messages, default=str)) // 4 + 256
-            model = self.gate.model_call(task, call_id, run.model, estimate, agent=run.key)
-            response = self._complete(run.litellm_model, messages, offered)
+            response, model, charged = self._model_call(task, run, call_id, estimate, messages, offered, cancelled)
             prompt, completion = _usage(response)
             prompt_total += prompt
             completion_total += completion
-            self.gate.charge(call_id, prompt, completion, model)
+            self.gate.charge(charged, prompt, completion, model)
             message = response.choices[0].message
             content = message.content or ""
             calls = list(getattr(message, "tool_calls", None) or [])
@@ -276,45 +308,62 @@ class AgentLoop:
             return result.output
         return f"error: {result.error}" + (f"\n{result.output}" if result.output else "")
 
-    # -- litellm ------------------------------------------------------------------------------------
+    # -- model calls --------------------------------------------------------------------------------
 
-    def _complete(self, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Any:
-        """One model call; provider errors become ``TaskFailed`` (retryable when transient)."""
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        from litellm.exceptions import (
-            APIConnectionError,
-            InternalServerError,
-            RateLimitError,
-            ServiceUnavailableError,
-            Timeout,
-        )
+    def _model_call(
+        self,
+        task: ClaimedTask,
+        run: _Run,
+        call_id: str,
+        estimate: int,
+        messages: list[dict[str, Any]],
+        offered: list[dict[str, Any]],
+        cancelled: threading.Event,
+    ) -> tuple[Any, str, str]:
+        """One model call of a step: the endpoint, retried on transient errors (``provider_wait``: backoff,
+        ``Retry-After``), then each fallback in turn. Every endpoint's call is admitted by the gate first,
+        under its own call id (``<call id>~<n>`` for the n-th fallback), so its model must be allowed and
+        its budget reserved. Returns the response, the model and the call id to charge."""
+        failure: ProviderError | None = None
+        for index, target in enumerate(run.targets):
+            this_call = call_id if index == 0 else f"{call_id}~{index}"
+            model = self.gate.model_call(task, this_call, target.model, estimate, agent=run.key)
+            attempt = 1
+            while True:
+                try:
+                    return self._complete(target, messages, offered), model, this_call
+                except ProviderError as exc:
+                    if not exc.transient:
+                        raise TaskFailed(str(exc), permanent=True) from None
+                    failure = exc
+                wait = provider_wait(target.retry, attempt, self.draw(), failure.retry_after)
+                if wait is None:
+                    break
+                log.warning(
+                    "%s: %s; trying again in %.1fs",
+                    run.key.short,
+                    failure,
+                    wait,
+                    extra={"event": "model_retry", "task_id": task.id, "endpoint": target.endpoint},
+                )
+                if cancelled.wait(wait):
+                    raise TaskFailed("cancelled")
+                attempt += 1
+            if index + 1 < len(run.targets):
+                log.warning(
+                    "%s: %s gave up (%s); falling back to %s",
+                    run.key.short,
+                    target.endpoint,
+                    failure,
+                    run.targets[index + 1].endpoint,
+                    extra={"event": "model_fallback", "task_id": task.id, "endpoint": target.endpoint},
+                )
+        assert failure is not None
+        raise TaskFailed(str(failure))  # transient: the task's own retry policy decides
 
-        transient = (RateLimitError, APIConnectionError, ServiceUnavailableError, Timeout, InternalServerError)
-        options: dict[str, Any] = {"model": model, "messages": messages, "timeout": self.model_timeout}
-        if tools:
-            options["tools"] = tools  # function tools only: never a provider-side tool
-        try:
-            with _LITELLM:
-                return asyncio.run(_acompletion(options))
-        except transient as exc:
-            raise TaskFailed(f"model {model}: {type(exc).__name__}: {exc}") from None
-        except Exception as exc:
-            raise TaskFailed(f"model {model}: {type(exc).__name__}: {exc}", permanent=True) from None
-
-
-async def _acompletion(options: dict[str, Any]) -> Any:
-    """``litellm.acompletion``, then litellm's logging worker flushed and stopped before the loop closes."""
-    import litellm
-    from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
-
-    try:
-        return await litellm.acompletion(**options)
-    finally:
-        await asyncio.sleep(0)  # the success handler's task enqueues its logging
-        others = asyncio.all_tasks() - {asyncio.current_task()}
-        await asyncio.gather(*(t for t in others if t is not GLOBAL_LOGGING_WORKER._worker_task))
-        await GLOBAL_LOGGING_WORKER.flush()
-        await GLOBAL_LOGGING_WORKER.stop()
+    def _complete(self, target: ModelTarget, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Any:
+        """One attempt at one endpoint (the seam tests spy on)."""
+        return self.client.complete(target, messages, tools)
 
 
 def _validated(body: dict[str, Any], key: ResourceKey, kind: type[T]) -> T:

@@ -258,9 +258,9 @@ def test_a_denial_returned_to_the_model_is_read_by_it_and_the_tool_never_runs(wo
     claim = world.started(*turns)
     original = world.loop._complete
 
-    def spy(model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Any:
+    def spy(target: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Any:
         seen.append([dict(m) for m in messages])
-        return original(model, messages, tools)
+        return original(target, messages, tools)
 
     world.loop._complete = spy  # type: ignore[method-assign]
     result = world.run(claim)
@@ -330,9 +330,9 @@ def test_a_tool_timeout_and_a_tool_crash_are_told_to_the_model(world: World) -> 
     seen: list[list[dict[str, Any]]] = []
     original = world.loop._complete
 
-    def spy(model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Any:
+    def spy(target: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Any:
         seen.append([dict(m) for m in messages])
-        return original(model, messages, tools)
+        return original(target, messages, tools)
 
     world.loop._complete = spy  # type: ignore[method-assign]
     both = {"tool_calls": [{"name": "slow-scan", "arguments": {}}, {"name": "broken-scan", "arguments": {}}]}
@@ -390,6 +390,7 @@ def test_a_transient_provider_error_is_retryable_and_any_other_is_permanent(
     from litellm.exceptions import BadRequestError, RateLimitError
 
     world.apply()
+    world.loop.draw = lambda: 0.0  # full jitter: no wait between the endpoint's attempts
     for error, permanent in (
         (RateLimitError("slow down", llm_provider="scripted", model="demo"), False),
         (BadRequestError("bad request", model="demo", llm_provider="scripted"), True),

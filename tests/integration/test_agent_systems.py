@@ -26,6 +26,7 @@ from test_agent_loop import call
 from orlojd.adapters import clock
 from orlojd.adapters.audit import AuditEvent, AuditLog
 from orlojd.adapters.budgets import BudgetLedger
+from orlojd.adapters.model_client import ModelTarget
 from orlojd.adapters.queue import ClaimedTask, TaskQueue, TaskState
 from orlojd.adapters.store import Store
 from orlojd.core.keys import ResourceKey
@@ -176,10 +177,10 @@ def spy(world: World) -> list[tuple[str, dict[str, Any]]]:
     seen: list[tuple[str, dict[str, Any]]] = []
     original = loop._complete
 
-    def complete(model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Any:
+    def complete(target: ModelTarget, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Any:
         if sum(1 for m in messages if m.get("role") == "assistant") == 0:
-            seen.append((model.split(".")[1], json.loads(messages[1]["content"])))
-        return original(model, messages, tools)
+            seen.append((target.litellm_model.split(".")[1], json.loads(messages[1]["content"])))
+        return original(target, messages, tools)
 
     loop._complete = complete
     return seen

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from urllib.parse import parse_qs
 
 import pytest
 from conftest import GitRepo
+from runs import apply_files, claim_run
 
 from orlojd.adapters.audit import AuditLog
 from orlojd.adapters.secrets import SecretError, SecretResolver
@@ -26,10 +28,8 @@ from orlojd.adapters.store import Store
 from orlojd.core.keys import ResourceKey
 from orlojd.core.manifests.registry import validate_object
 from orlojd.core.manifests.tools import Tool
-from orlojd.engine.applying import apply_revision
 from orlojd.engine.tool_executors import HttpTool, ToolCall, run_tool
 from orlojd.engine.tool_specs import ToolResolver
-from orlojd.engine.workspace import open_workspace
 
 SECRET_VALUE = "s3cr3t-value-9f1c"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mcp"
@@ -101,13 +101,6 @@ spec:
 {auth}"""
 
 
-def applied(repo: GitRepo, store: Store, files: dict[str, str]) -> None:
-    for path, text in files.items():
-        repo.write(path, text)
-    repo.commit("manifests")
-    apply_revision(open_workspace(repo.path, store.url), store, "HEAD")
-
-
 def tool_of(store: Store, name: str) -> Tool:
     key = ResourceKey("Tool", "default", name)
     checked = validate_object(store.inventory_bodies_some(keys=[key])[key])
@@ -128,7 +121,7 @@ def test_a_secret_resolves_from_env_file_systemd_credential_and_literal(
     (credentials / "model-key").write_text(SECRET_VALUE)
     repo.write("orlojd.yaml", "secrets:\n  allowLiteral: true\n")
     encoded = base64.b64encode(SECRET_VALUE.encode()).decode()
-    applied(
+    apply_files(
         repo,
         store,
         {
@@ -168,7 +161,7 @@ def test_http_tool_auth_profiles_send_the_secret_as_their_header(
     repo: GitRepo, store: Store, recorder: Recorder
 ) -> None:
     host = recorder.host
-    applied(
+    apply_files(
         repo,
         store,
         {
@@ -210,8 +203,6 @@ def test_http_tool_auth_profiles_send_the_secret_as_their_header(
 
 
 def test_the_agent_loop_calls_an_mcp_tool_through_the_gate(repo: GitRepo, store: Store, tmp_path: Path) -> None:
-    from orlojd.adapters.queue import TaskQueue
-    from orlojd.core.runs import run_parameters
     from orlojd.engine.agent_loop import AgentLoop
     from orlojd.engine.gate import Gate
 
@@ -266,28 +257,10 @@ spec:
     - content: finished
 """
     files = {"mcp.yaml": server, "tool.yaml": tool, "agent.yaml": agent, "model.yaml": endpoint}
-    applied(repo, store, {**files, "secret.yaml": secret("key", "env: LOOP_TOKEN_SOURCE")})
-    import os
-    from datetime import UTC, datetime, timedelta
-
+    apply_files(repo, store, {**files, "secret.yaml": secret("key", "env: LOOP_TOKEN_SOURCE")})
     os.environ["LOOP_TOKEN_SOURCE"] = SECRET_VALUE
     try:
-        agent_key = ResourceKey("Agent", "default", "echoer")
-        body = {
-            "apiVersion": "orloj.dev/v1",
-            "kind": "Task",
-            "metadata": {"name": "t", "namespace": "default"},
-            "spec": {"agent": "echoer", "mode": "template", "input": {}},
-        }
-        agent_body = store.inventory_bodies_some(keys=[agent_key])[agent_key]
-        key = ResourceKey("Task", "default", "t")
-        now = datetime.now(UTC)
-        queue = TaskQueue(store)
-        revision = store.applied_revision_one() or ""
-        parameters = run_parameters(key, body, agent_body, revision)
-        queue.enqueue_run(str(key), "d1", now=now, **parameters.enqueue_options(now))
-        claimed = queue.claim_one("w1", now, timedelta(seconds=30))
-        assert claimed is not None
+        claimed = claim_run(store, "echoer")
         result = AgentLoop(store, Gate(store))(claimed, threading.Event())
     finally:
         del os.environ["LOOP_TOKEN_SOURCE"]

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, PlainSerializer, SecretStr, field_validator, model_validator
 
 from orlojd.core.durations import Duration
-from orlojd.core.manifests.agents import Jitter
+from orlojd.core.manifests.agents import Backoff, Jitter, RetryPolicy
 from orlojd.core.manifests.base import Access, OrlojModel, PermissionEntry, RefName, ResourceKind, Spec, inert
 
 
@@ -250,6 +250,17 @@ class ModelEndpointSpec(Spec):
     default_model: Annotated[str, Field(min_length=1)]
     options: dict[str, str] = Field(default_factory=dict)
     auth: EndpointAuth | None = None
+    timeout: Duration = Field(default="120s", description="How long one model call may take")
+    retry: RetryPolicy = Field(
+        default_factory=lambda: RetryPolicy(backoff=Backoff(initial="1s", max="30s")),
+        description="Attempts on a transient provider error (rate limit, 5xx, connection, timeout), with capped "
+        "exponential backoff; a Retry-After longer than backoff.max moves on to the fallbacks instead of waiting",
+    )
+    fallbacks: list[RefName] = Field(
+        default_factory=list,
+        description="Other ModelEndpoints tried in order when this one still fails transiently after its retries; "
+        "each call to one passes the governance gate for its own model",
+    )
     script: list[dict[str, Any]] | None = Field(
         default=None,
         description="For provider 'scripted': its replies in order, reply N after N assistant turns; each "
