@@ -93,6 +93,7 @@ class ModelClient:
             Timeout,
         )
 
+        litellm.suppress_debug_info = True  # no banners on stdout: errors are values here
         transient = (RateLimitError, APIConnectionError, ServiceUnavailableError, Timeout, InternalServerError)
         options: dict[str, Any] = {
             "model": target.litellm_model,
@@ -130,10 +131,14 @@ def _message(exc: Exception) -> str:
 
 
 def _retry_after(exc: Exception) -> float | None:
-    headers = getattr(getattr(exc, "response", None), "headers", None)
-    if headers is None:
-        return None
-    return retry_after_seconds(headers.get("retry-after"), datetime.now(UTC))
+    """The provider's ``Retry-After``: litellm keeps the answer's headers in ``litellm_response_headers``."""
+    for headers in (
+        getattr(exc, "litellm_response_headers", None),
+        getattr(getattr(exc, "response", None), "headers", None),
+    ):
+        if headers is not None and headers.get("retry-after") is not None:
+            return retry_after_seconds(headers.get("retry-after"), datetime.now(UTC))
+    return None
 
 
 _SHARED = ModelClient()
