@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from orlojd.core.manifests.agents import RetryPolicy
-from orlojd.core.retry import Failure, GiveUp, backoff_seconds, decide
+from orlojd.core.retry import Failure, GiveUp, backoff_seconds, decide, provider_wait, retry_after_seconds
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -72,3 +72,36 @@ def test_a_retry_after_the_deadline_gives_up() -> None:
 def test_retry_at_is_now_plus_the_delay() -> None:
     decision = decide(policy(), 2, Failure.RETRYABLE, NOW, None, 0.5)
     assert decision.retry_at == NOW + timedelta(seconds=2) and decision.delay == timedelta(seconds=2)
+
+
+# -- provider retries inside one attempt (the agent runtime's model calls) -------------------------------------------
+
+
+def test_retry_after_reads_seconds_and_http_dates() -> None:
+    assert retry_after_seconds("7", NOW) == 7.0
+    assert retry_after_seconds(" 0 ", NOW) == 0.0
+    assert retry_after_seconds("Wed, 25 Nov 2026 12:00:30 GMT", NOW) == 30.0
+    assert retry_after_seconds("Wed, 25 Nov 2026 11:00:00 GMT", NOW) == 0.0, "a date in the past: no wait"
+    for unreadable in (None, "", "soon", "-5", "1.5e3"):
+        assert retry_after_seconds(unreadable, NOW) is None
+
+
+@given(
+    attempts=st.integers(1, 6),
+    attempt=st.integers(1, 8),
+    draw=st.floats(0, 1, exclude_max=True),
+    retry_after=st.none() | st.floats(0, 120),
+)
+def test_provider_wait_is_capped_honours_retry_after_and_stops(
+    attempts: int, attempt: int, draw: float, retry_after: float | None
+) -> None:
+    chosen = policy(maxAttempts=attempts, jitter="full")
+    wait = provider_wait(chosen, attempt, draw, retry_after)
+    if attempt >= attempts:
+        assert wait is None, "attempts are capped"
+    elif retry_after is not None and retry_after > 60:
+        assert wait is None, "asked to wait longer than backoff.max: move on instead of holding the run"
+    else:
+        assert wait is not None and 0 <= wait <= 60
+        assert wait >= (retry_after or 0), "never sooner than the provider asked"
+        assert wait >= backoff_seconds(chosen, attempt, draw)
