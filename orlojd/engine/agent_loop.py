@@ -1,43 +1,49 @@
 """The agent runtime: one run of an Agent, a model driving tools through litellm, every call through the gate.
 
-This module owns ``AgentLoop``, the ``Executor`` that runs a claimed task as an agent:
+This module owns ``AgentLoop``, the ``Executor`` that runs a claimed task as an agent (``run_agent`` runs any
+agent within a task: AgentSystems in ``engine/agent_systems.py`` run their members through it):
 
-* It loads the run's Agent (``task.agent``), its ModelEndpoint (``spec.modelRef``) and the Tools it is
-  granted from the applied inventory. The litellm model is ``<endpoint.provider>/<agent.spec.model or
-  endpoint.defaultModel>``; an agent with ``spec.model`` and no ``modelRef`` calls litellm with that id
-  as is. The model the gate and the budget see is the bare id (what ``allowedModels`` lists).
-* The conversation starts with the agent's prompt (system) and the Task's ``spec.input`` as JSON (user).
-  Every granted Tool is offered as an OpenAI function tool (name, description, ``inputSchema``, else
-  ``{"type": "object"}``). Only ``tools=`` is ever passed: no provider-side tools (web search and the
-  like) are enabled, so nothing runs that the gate did not see.
+* It loads the Agent, its ModelEndpoint (``spec.modelRef``) with the endpoint's ``fallbacks``, and the Tools
+  it is granted from the applied inventory. Each endpoint becomes a ``ModelTarget``
+  (``adapters/model_client.py``): litellm model ``<provider>/<agent.spec.model or defaultModel>``
+  (``openai-compatible`` is litellm's ``openai`` with ``baseUrl``), the API key read from ``auth.secretRef``
+  now (``adapters/secrets.py``; a Secret that cannot be read fails the run for good, naming it), its
+  ``timeout`` and ``retry``. An agent with ``spec.model`` and no ``modelRef`` calls litellm with that id as
+  is. The model the gate and the budget see is the bare id (what ``allowedModels`` lists).
+* The conversation starts with the agent's prompt (system) and the input as JSON (user). Every granted Tool
+  is offered as an OpenAI function tool (name, description, ``inputSchema``, else ``{"type": "object"}``).
+  Only ``tools=`` is ever passed: no provider-side tools (web search and the like) are enabled, so nothing
+  runs that the gate did not see.
 * Each step (at most ``spec.limits.maxSteps``): the gate admits the model call and reserves its token
-  estimate (``Gate.model_call``, call id ``<task id>/<step>``), litellm answers, the gate charges the
-  usage reported. A reply without tool calls ends the run with its text. Each tool call asks the gate
+  estimate (``Gate.model_call``, call id ``<task id>/<scope><step>``), litellm answers, the gate charges the
+  usage reported. A transient provider error (rate limit, 5xx, connection, timeout) is tried again on the
+  same endpoint after ``core/retry.provider_wait`` (backoff, never sooner than ``Retry-After``; the same
+  call id, so charged once), then on each fallback in turn, each admitted by the gate under its own call id
+  (``<call id>~<n>``). A reply without tool calls ends the run with its text. Each tool call asks the gate
   (``Gate.tool_call``): a denial under ``onDeny: return_to_model`` goes back to the model as
-  ``denied: <reason>: <message>``; an allowed call runs (``tool_executors.run_tool``) and its output or
-  error goes back to the model; ``Gate.tool_done`` records what it did. Bad arguments (not a JSON
-  object, or not matching the Tool's ``requires`` templates) are told to the model, never executed.
-  A Tool with no executor in this runtime (``tools`` maps it to None) is answered with an error.
-* Failures: ``maxSteps`` used up -> permanent; a transient provider error (rate limit, connection,
-  unavailable, timeout, internal error) -> retryable; any other provider error -> permanent with the
+  ``denied: <reason>: <message>``; an allowed call runs and its output or error goes back to the model;
+  ``Gate.tool_done`` records what it did. The executor comes from ``engine/tool_specs.ToolResolver``
+  (http with auth headers, command, python, mcp); a Tool of ``type: agent`` runs its ``agentRef`` agent
+  under that agent's own identity (a delegation), its answer the tool's result. Bad arguments (not a JSON
+  object, or not matching the Tool's ``requires`` templates), a Tool with no executor, or one whose Secret
+  or McpServer cannot be resolved are told to the model, never executed.
+* Failures: ``maxSteps`` used up -> permanent; a transient provider error left after retries and fallbacks
+  -> retryable (the task's own retry policy decides); any other provider error -> permanent with the
   provider's message; cancellation between steps -> ``TaskFailed("cancelled")``. The gate's own
   ``TaskFailed`` / ``TaskDeferred`` / ``TaskHandedOff`` pass through unchanged.
 
-Delivery of tool calls is at least once, not exactly once: a run that crashes, loses its lease or is
-retried runs its steps again, and may repeat a tool call whose effect already happened. Every call
-carries the idempotency key ``task:<task id>/step:<step>/attempt:<attempt>`` (the ``Idempotency-Key``
-header, ``ORLOJD_IDEMPOTENCY_KEY`` or a Python tool's second argument); deduplicating effects by it is
-the tool's job.
+Delivery of tool calls is at least once, not exactly once: a run that crashes, loses its lease, waits for
+an approval or is retried runs its steps again, and may repeat a tool call whose effect already happened.
+Every call carries the idempotency key ``task:<task id>/step:<step>/attempt:<attempt>`` (the
+``Idempotency-Key`` header, ``ORLOJD_IDEMPOTENCY_KEY``, an MCP request's ``_meta`` or a Python tool's
+second argument); deduplicating effects by it is the tool's job.
 
-The offline ``scripted`` provider (``adapters/scripted_model.py``): the script is the Task's inline
-``spec.input.script_turns`` mapping (tests; registered under ``<model>.<task id>`` so concurrent runs
-never share a script), else the ModelEndpoint's ``options.script``, an absolute path to a YAML/JSON
-fixture (registered under the model name), else whatever is already registered under the model name.
-``script_turns`` is left out of the user message.
-
-litellm calls run one at a time per process (a lock), each in its own ``asyncio.run``: litellm's
-logging worker is one global object bound to one event loop, so it is flushed and stopped before each
-loop closes and must not be shared by two loops at once.
+The offline ``scripted`` provider (``adapters/scripted_model.py``): the script is the run's inline
+``script_turns`` (the Task's ``spec.input.script_turns``: tests; registered under
+``<model>.<agent>.<task id>`` so concurrent runs never share a script), else the ModelEndpoint's ``script``
+(registered under ``<namespace>.<endpoint>.<model>`` as applied now), else its ``options.script``, an
+absolute path to a YAML/JSON fixture, else whatever is registered under the model name, else an empty
+script (the model answers ``done`` at once). ``script_turns`` is left out of the user message.
 """
 
 from __future__ import annotations
