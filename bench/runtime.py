@@ -10,9 +10,9 @@
 * orlojd: ``AgentLoop(store, Gate(store))(claimed_task, Event())``, wall time of the whole call
   (loading the agent, every gate call, every ledger and audit write, every litellm call).
 * Floor: the same K+1 ``litellm.acompletion`` calls to the same scripted model (same messages
-  growth, same tools list, same tool answers), each in its own ``asyncio.run`` under a lock with
-  litellm's logging worker flushed and stopped before the loop closes (AgentLoop's pattern); no
-  gate, no store, no audit.
+  growth, same tools list, same tool answers), on a long-lived event loop the calling thread
+  submits to (``adapters/model_client.ModelClient.run``, the transport AgentLoop uses); no gate,
+  no store, no audit, no retries.
 * Per-step cost = (orlojd run - floor run) / steps, paired per repeat (floor, orlojd, floor,
   orlojd...); the figure is the median of the repeats. Target: under 2 ms per step.
   ``ratio`` = orlojd run time / floor run time. The same pairs are also timed in this process's
@@ -37,7 +37,6 @@ Human-readable lines go first; the last line is one JSON object (see bench/READM
 from __future__ import annotations
 
 import argparse
-import asyncio
 import cProfile
 import gc
 import io
@@ -71,6 +70,7 @@ from psycopg import sql as pgsql  # noqa: E402
 from sqlalchemy import event as sa_event  # noqa: E402
 
 from orlojd.adapters import scripted_model  # noqa: E402
+from orlojd.adapters.model_client import ModelClient  # noqa: E402
 from orlojd.adapters.queue import ClaimedTask, TaskQueue  # noqa: E402
 from orlojd.adapters.store import Store  # noqa: E402
 from orlojd.core.keys import ResourceKey  # noqa: E402
@@ -204,7 +204,7 @@ class World:
 # The floor: the same litellm calls, AgentLoop's locking and event-loop pattern, nothing else
 # ---------------------------------------------------------------------------
 
-FLOOR_LOCK = threading.Lock()
+FLOOR_CLIENT = ModelClient()
 FLOOR_TOOLS = [
     {
         "type": "function",
@@ -218,20 +218,6 @@ FLOOR_TOOLS = [
 NO_EXECUTOR = f"error: tool {TOOL} has no executor in this runtime"
 
 
-async def floor_acompletion(options: dict[str, Any]) -> Any:
-    import litellm
-    from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
-
-    try:
-        return await litellm.acompletion(**options)
-    finally:
-        await asyncio.sleep(0)
-        others = asyncio.all_tasks() - {asyncio.current_task()}
-        await asyncio.gather(*(t for t in others if t is not GLOBAL_LOGGING_WORKER._worker_task))
-        await GLOBAL_LOGGING_WORKER.flush()
-        await GLOBAL_LOGGING_WORKER.stop()
-
-
 def floor_run(steps: int, name: str) -> int:
     """The model calls of one run with nothing around them; returns the steps taken."""
     scripted_model.register({name: scripted_model.load_script({"turns": script_turns(steps)})})
@@ -239,11 +225,12 @@ def floor_run(steps: int, name: str) -> int:
         {"role": "system", "content": "You check compliance documents."},
         {"role": "user", "content": json.dumps({"quarter": "q3"}, sort_keys=True)},
     ]
+    import litellm
+
     model = f"{scripted_model.PROVIDER}/{name}"
     for step in range(steps + 5):
-        options = {"model": model, "messages": messages, "timeout": 120.0, "tools": FLOOR_TOOLS}
-        with FLOOR_LOCK:
-            response = asyncio.run(floor_acompletion(options))
+        options = {"model": model, "messages": messages, "timeout": 120.0, "num_retries": 0, "tools": FLOOR_TOOLS}
+        response = FLOOR_CLIENT.run(litellm.acompletion(**options), 125.0)
         message = response.choices[0].message
         calls = list(getattr(message, "tool_calls", None) or [])
         if not calls:
@@ -421,8 +408,8 @@ def summary(measured: dict[str, Any], steps: int, store: str) -> dict[str, Any]:
         "unit": "ms/step",
         "floor": round(measured["floor_per_step"], 3),
         "floor_is": (
-            "the same litellm.acompletion calls to the scripted model (same messages, tools), one asyncio.run "
-            "each under a lock, logging worker flushed and stopped; no gate, store or audit"
+            "the same litellm.acompletion calls to the scripted model (same messages, tools), on one long-lived "
+            "event loop (ModelClient.run, AgentLoop's transport); no gate, store, audit or retries"
         ),
         "ratio": round(measured["ratio"], 2),
         "cpu_value": round(measured["cpu_value"], 3),

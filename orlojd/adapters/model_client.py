@@ -19,7 +19,10 @@ loop lives as long as the process. An API key is never logged, and is left out o
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import os
+import sys
 import threading
 from collections.abc import Coroutine
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -70,7 +73,19 @@ class ModelClient:
                 loop = asyncio.new_event_loop()
                 threading.Thread(target=loop.run_forever, name="orlojd-model-calls", daemon=True).start()
                 self._loop = loop
+                atexit.register(self.close)
             return self._loop
+
+    def close(self) -> None:
+        """Flush and stop litellm's logging worker and every task left on the loop, then stop the loop (at
+        exit: no "Task was destroyed but it is pending" on the way out)."""
+        with self._lock:
+            loop, self._loop = self._loop, None
+        if loop is None or not loop.is_running():
+            return
+        with contextlib.suppress(Exception):  # best effort on the way out
+            asyncio.run_coroutine_threadsafe(_drain(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout: float) -> T:
         """``coroutine`` on the shared loop; its result, or ``TimeoutError`` after ``timeout`` seconds."""
@@ -123,6 +138,19 @@ class ModelClient:
                     f"{where}: {type(exc).__name__}: {_message(exc)}", transient=True, retry_after=_retry_after(exc)
                 ) from None
             raise ProviderError(f"{where}: {type(exc).__name__}: {_message(exc)}", transient=False) from None
+
+
+async def _drain() -> None:
+    """litellm's logging worker flushed and stopped, other tasks of the loop cancelled."""
+    if "litellm" in sys.modules:
+        from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
+
+        await GLOBAL_LOGGING_WORKER.flush()
+        await GLOBAL_LOGGING_WORKER.stop()
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
 
 
 def _message(exc: Exception) -> str:
