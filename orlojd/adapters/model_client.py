@@ -129,15 +129,21 @@ class ModelClient:
             raise ProviderError(f"{where}: Timeout: {exc}", transient=True) from None
         except transient as exc:
             raise ProviderError(
-                f"{where}: {type(exc).__name__}: {_message(exc)}", transient=True, retry_after=_retry_after(exc)
+                f"{where}: {type(exc).__name__}: {_message(exc, target.api_key)}",
+                transient=True,
+                retry_after=_retry_after(exc),
             ) from None
         except Exception as exc:
             status = getattr(exc, "status_code", None)
             if isinstance(status, int) and (status == 429 or status >= 500):
                 raise ProviderError(
-                    f"{where}: {type(exc).__name__}: {_message(exc)}", transient=True, retry_after=_retry_after(exc)
+                    f"{where}: {type(exc).__name__}: {_message(exc, target.api_key)}",
+                    transient=True,
+                    retry_after=_retry_after(exc),
                 ) from None
-            raise ProviderError(f"{where}: {type(exc).__name__}: {_message(exc)}", transient=False) from None
+            raise ProviderError(
+                f"{where}: {type(exc).__name__}: {_message(exc, target.api_key)}", transient=False
+            ) from None
 
 
 async def _drain() -> None:
@@ -153,8 +159,11 @@ async def _drain() -> None:
     await asyncio.gather(*others, return_exceptions=True)
 
 
-def _message(exc: Exception) -> str:
+def _message(exc: Exception, secret: str | None) -> str:
+    """The provider's message, capped; the API key replaced where the provider echoed it back."""
     text = str(exc)
+    if secret:
+        text = text.replace(secret, "[redacted]")
     return text if len(text) <= 500 else text[:497] + "..."
 
 
