@@ -49,6 +49,7 @@ class ModelTarget:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     api_base: str | None = None
     api_key: str | None = field(default=None, repr=False)
+    unusable: str | None = None  # a fallback that cannot be called (its key unreadable): why; it is skipped
 
 
 class ProviderError(Exception):

@@ -7,7 +7,8 @@ agent within a task: AgentSystems in ``engine/agent_systems.py`` run their membe
   it is granted from the applied inventory. Each endpoint becomes a ``ModelTarget``
   (``adapters/model_client.py``): litellm model ``<provider>/<agent.spec.model or defaultModel>``
   (``openai-compatible`` is litellm's ``openai`` with ``baseUrl``), the API key read from ``auth.secretRef``
-  now (``adapters/secrets.py``; a Secret that cannot be read fails the run for good, naming it), its
+  now (``adapters/secrets.py``; a Secret that cannot be read fails the run for good, naming it; a fallback's
+  is skipped instead, with a warning, and named in the run's error if every other endpoint failed), its
   ``timeout`` and ``retry``. An agent with ``spec.model`` and no ``modelRef`` calls litellm with that id as
   is. The model the gate and the budget see is the bare id (what ``allowedModels`` lists).
 * The conversation starts with the agent's prompt (system) and the input as JSON (user). Every granted Tool
@@ -154,14 +155,20 @@ class AgentLoop:
         for key in fallbacks:
             if key not in bodies:
                 raise TaskFailed(f"{endpoint_key.short}: fallback {key.short} is not applied", permanent=True)
-            targets.append(self._target(task, _validated(bodies[key], key, ModelEndpoint), None, None, agent_key.name))
+            fallback = _validated(bodies[key], key, ModelEndpoint)
+            try:
+                targets.append(self._target(task, fallback, None, None, agent_key.name))
+            except TaskFailed as exc:  # a fallback that cannot be called must not stop a primary that answers
+                where = f"{key.namespace}/{key.name}"
+                targets.append(ModelTarget(where, fallback.spec.default_model, "", unusable=str(exc)))
         return _Run(agent_key, agent, targets, tools)
 
     def _target(
         self, task: ClaimedTask, endpoint: ModelEndpoint, model: str | None, turns: Any, agent: str
     ) -> ModelTarget:
         """How to call ``endpoint`` (its ``defaultModel`` unless the agent names ``model``): its API key read
-        from its Secret now (a Secret that cannot be read fails the run for good, naming it)."""
+        from its Secret now (a Secret that cannot be read fails the run for good, naming it; ``_load`` keeps a
+        fallback's failure as its ``unusable`` instead)."""
         spec = endpoint.spec
         model = model or spec.default_model
         where = f"{endpoint.namespace}/{endpoint.name}"
@@ -331,7 +338,17 @@ class AgentLoop:
         under its own call id (``<call id>~<n>`` for the n-th fallback), so its model must be allowed and
         its budget reserved. Returns the response, the model and the call id to charge."""
         failure: ProviderError | None = None
+        skipped: list[str] = []
         for index, target in enumerate(run.targets):
+            if target.unusable is not None:  # a fallback whose key cannot be read: said, never called
+                log.warning(
+                    "%s: fallback skipped: %s",
+                    run.key.short,
+                    target.unusable,
+                    extra={"event": "model_fallback_skipped", "task_id": task.id, "endpoint": target.endpoint},
+                )
+                skipped.append(target.unusable)
+                continue
             this_call = call_id if index == 0 else f"{call_id}~{index}"
             model = self.gate.model_call(task, this_call, target.model, estimate, agent=run.key)
             attempt = 1
@@ -364,8 +381,8 @@ class AgentLoop:
                     run.targets[index + 1].endpoint,
                     extra={"event": "model_fallback", "task_id": task.id, "endpoint": target.endpoint},
                 )
-        assert failure is not None
-        raise TaskFailed(str(failure))  # transient: the task's own retry policy decides
+        assert failure is not None  # the first target is the agent's own endpoint: never skipped
+        raise TaskFailed("; ".join([str(failure), *(f"skipped {s}" for s in skipped)]))  # transient: retried
 
     def _complete(self, target: ModelTarget, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Any:
         """One attempt at one endpoint (the seam tests spy on)."""

@@ -108,3 +108,26 @@ def test_a_key_that_cannot_be_read_fails_the_run_for_good_naming_the_secret(
     assert problem in str(failed.value)
     assert provider.seen == [], "nothing was sent without the key"
     assert not [e for e in AuditLog(store).list_all(task_id=claimed.id) if e.event == "model_call"]
+
+
+@sqlite_only
+def test_a_fallback_whose_key_cannot_be_read_is_skipped_not_fatal(
+    repo: GitRepo, store: Store, provider: Provider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ORLOJD_TEST_UNSET_KEY", raising=False)
+    key_file = tmp_path / "openai.key"
+    key_file.write_text("sk-file-1111\n")
+    loop = deploy(repo, store, provider, f"file: {key_file}")
+    backup = endpoint("backup", provider.base, "model-b").replace("secretRef: provider-key", "secretRef: backup-key")
+    unset = SECRET.format(source="env: ORLOJD_TEST_UNSET_KEY").replace("provider-key", "backup-key")
+    primary = endpoint("primary", provider.base, "model-a", "  fallbacks: [backup]\n")
+    apply_files(repo, store, {"backup.yaml": backup + "---\n" + unset, "primary.yaml": primary})
+    run(store, loop, "primary-answers")
+    assert [s.body["model"] for s in provider.seen] == ["model-a"], "the primary answers despite the broken fallback"
+
+    provider.script = [shared.error(503), shared.error(503)]
+    with pytest.raises(TaskFailed) as failed:
+        loop(claim_run(store, "writer", name="outage"), threading.Event())
+    assert not failed.value.permanent, "the outage is transient, whatever the fallback's state"
+    assert "skipped model endpoint default/backup: secret default/backup-key: environment variable" in str(failed.value)
+    assert [s.body["model"] for s in provider.seen] == ["model-a"] * 3, "model-b was never called"
