@@ -1,24 +1,24 @@
 """The offline ``scripted`` model provider, driven through the real ``litellm.acompletion`` (no mocks, no network).
 
-Async calls run under ``asyncio.run`` in the test (no pytest-asyncio), through :func:`run`, which lets
-litellm's background logging worker finish on that loop before it closes (litellm queues a success
-handler per call; left queued, it warns "coroutine ... was never awaited"). Every test blocks
+Async calls run on the process's long-lived model-call event loop (``model_client.shared_client``, no
+pytest-asyncio), through :func:`run`: litellm's background logging worker is bound to the first loop it runs
+on, so a test that ran its own ``asyncio.run`` after an agent loop's call would break it. Every test blocks
 outgoing sockets, so a call that tried the network would fail.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import uuid
-from collections.abc import Awaitable, Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
 from orlojd.adapters import pricing
+from orlojd.adapters.model_client import shared_client
 from orlojd.adapters.scripted_model import DONE, Script, ScriptedTurn, load_script, register, registered
 
 TOOLS = [
@@ -67,19 +67,10 @@ def unique(prefix: str) -> str:
 T = TypeVar("T")
 
 
-def run(awaitable: Awaitable[T]) -> T:
-    async def main() -> T:
-        from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
-
-        try:
-            return await awaitable
-        finally:
-            others = asyncio.all_tasks() - {asyncio.current_task()}
-            await asyncio.gather(*(t for t in others if t is not GLOBAL_LOGGING_WORKER._worker_task))
-            await GLOBAL_LOGGING_WORKER.flush()
-            await GLOBAL_LOGGING_WORKER.stop()
-
-    return asyncio.run(main())
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """``coroutine`` on the process's one model-call event loop (``model_client.shared_client``), where the agent
+    loop runs its calls too: litellm's logging worker is bound to one loop, so no test may run it on another."""
+    return shared_client().run(coroutine, 30)
 
 
 async def call(model: str, messages: list[dict[str, Any]]) -> Any:
