@@ -242,6 +242,33 @@ class EndpointAuth(OrlojModel):
     secret_ref: RefName
 
 
+class ModelRetry(RetryPolicy):
+    """A model call's retries on a transient provider error: at most ``maxAttempts`` calls, capped exponential
+    backoff, 1s doubling up to 30s unless given. ``backoff: 2s`` is ``backoff.initial``; ``maxBackoff`` (as in a
+    Tool's ``runtime.retry``) is ``backoff.max``."""
+
+    backoff: Backoff = Field(default_factory=lambda: Backoff(initial="1s", max="30s"))
+    max_backoff: Duration | None = Field(default=None, description="Same as backoff.max (a Tool retry's spelling)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_backoff(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        cap = data.get("maxBackoff")
+        backoff = data.get("backoff")
+        if isinstance(backoff, str | int | float):
+            backoff = {"initial": backoff}
+        if isinstance(backoff, dict) or (backoff is None and cap is not None):
+            backoff = dict(backoff or {})
+            if cap is not None and "max" in backoff:
+                raise ValueError("give 'maxBackoff' or 'backoff.max', not both")
+            backoff.setdefault("max", "30s" if cap is None else cap)
+            data["backoff"] = backoff
+        return data
+
+
 class ModelEndpointSpec(Spec):
     """Where a model is served. ``scripted`` is the offline model used by the demo and tests."""
 
@@ -251,10 +278,11 @@ class ModelEndpointSpec(Spec):
     options: dict[str, str] = Field(default_factory=dict)
     auth: EndpointAuth | None = None
     timeout: Duration = Field(default="120s", description="How long one model call may take")
-    retry: RetryPolicy = Field(
-        default_factory=lambda: RetryPolicy(backoff=Backoff(initial="1s", max="30s")),
+    retry: ModelRetry = Field(
+        default_factory=ModelRetry,
         description="Attempts on a transient provider error (rate limit, 5xx, connection, timeout), with capped "
-        "exponential backoff; a Retry-After longer than backoff.max moves on to the fallbacks instead of waiting",
+        "exponential backoff (1s doubling up to 30s unless given); a Retry-After longer than backoff.max (or "
+        "maxBackoff) moves on to the fallbacks instead of waiting",
     )
     fallbacks: list[RefName] = Field(
         default_factory=list,
