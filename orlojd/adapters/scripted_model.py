@@ -42,10 +42,12 @@ fields are what the budget ledger settles on.
 
 Every ``acompletion`` also schedules litellm's async success handler (a fire-and-forget task,
 ``utils.py:1956``) onto its background logging worker (``litellm_core_utils/logging_worker.py:527``
-``GLOBAL_LOGGING_WORKER``). A caller that closes its event loop right after a call should first
-``await asyncio.sleep(0)`` (the task enqueues), then ``await GLOBAL_LOGGING_WORKER.flush()`` and
-``await GLOBAL_LOGGING_WORKER.stop()``; otherwise Python warns that ``Logging.async_success_handler``
-was never awaited (the tests do this).
+``GLOBAL_LOGGING_WORKER``), which is bound to the first event loop it runs on. The runtime therefore
+calls litellm only on one long-lived loop (``adapters/model_client.py``: ``shared_client().run``), and so
+do the tests; a caller with a loop of its own would break that binding. A caller that closes its event
+loop right after a call should first ``await asyncio.sleep(0)`` (the task enqueues), then ``await
+GLOBAL_LOGGING_WORKER.flush()`` and ``await GLOBAL_LOGGING_WORKER.stop()``; otherwise Python warns that
+``Logging.async_success_handler`` was never awaited.
 
 litellm is imported lazily (importing it takes seconds) with ``LITELLM_LOCAL_MODEL_COST_MAP`` set,
 as in ``adapters/pricing.py``, so nothing waits on the network.
