@@ -8,7 +8,8 @@ This module owns the edge between the agent runtime and litellm:
   runtime retries, ``core/retry.provider_wait``) and only the function ``tools`` given (no provider-side
   tool is ever enabled). A failure is a ``ProviderError``: ``transient`` for rate limits, 5xx, connection
   errors and timeouts, with the provider's ``Retry-After`` when it sent one; anything else (bad request,
-  authentication, not found) is not.
+  authentication, not found) is not. Once the target's ``cancelled`` event is set (the run was cancelled, or
+  its attempt timed out) the call is abandoned within ``CANCEL_POLL`` seconds: ``CallCancelled``.
 
 litellm's logging worker (``GLOBAL_LOGGING_WORKER``) is bound to the event loop it first runs on, so every
 call runs on one event loop in a daemon thread, started on first use; worker threads submit their call with
@@ -24,6 +25,7 @@ import contextlib
 import os
 import sys
 import threading
+import time
 from collections.abc import Coroutine
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -33,9 +35,10 @@ from typing import Any, TypeVar
 from orlojd.core.manifests.agents import RetryPolicy
 from orlojd.core.retry import retry_after_seconds
 
-__all__ = ["ModelClient", "ModelTarget", "ProviderError", "shared_client"]
+__all__ = ["CANCEL_POLL", "CallCancelled", "ModelClient", "ModelTarget", "ProviderError", "shared_client"]
 
 T = TypeVar("T")
+CANCEL_POLL = 0.1  # seconds between two looks at a call's cancelled event while it waits for the provider
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class ModelTarget:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     api_base: str | None = None
     api_key: str | None = field(default=None, repr=False)
+    cancelled: threading.Event | None = field(default=None, repr=False, compare=False)  # the run's: abandon
     unusable: str | None = None  # a fallback that cannot be called (its key unreadable): why; it is skipped
 
 
@@ -59,6 +63,10 @@ class ProviderError(Exception):
         super().__init__(message)
         self.transient = transient
         self.retry_after = retry_after
+
+
+class CallCancelled(Exception):
+    """The call's ``cancelled`` event was set while it waited for the provider: abandoned, no answer."""
 
 
 class ModelClient:
@@ -88,14 +96,24 @@ class ModelClient:
             asyncio.run_coroutine_threadsafe(_drain(), loop).result(5)
         loop.call_soon_threadsafe(loop.stop)
 
-    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float) -> T:
-        """``coroutine`` on the shared loop; its result, or ``TimeoutError`` after ``timeout`` seconds."""
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float, cancelled: threading.Event | None = None) -> T:
+        """``coroutine`` on the shared loop; its result, ``TimeoutError`` after ``timeout`` seconds, or
+        ``CallCancelled`` soon after ``cancelled`` is set (the coroutine is cancelled either way)."""
         future = asyncio.run_coroutine_threadsafe(coroutine, self._running_loop())
+        deadline = time.monotonic() + timeout
         try:
-            return future.result(timeout)
-        except FutureTimeout:
-            future.cancel()
-            raise TimeoutError(f"no answer in {timeout:g}s") from None
+            while True:
+                left = max(deadline - time.monotonic(), 0.0)
+                try:
+                    return future.result(left if cancelled is None else min(left, CANCEL_POLL))
+                except FutureTimeout:
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError(f"no answer in {timeout:g}s") from None
+                    if cancelled is not None and cancelled.is_set():
+                        raise CallCancelled("cancelled while waiting for the provider") from None
+        finally:
+            if not future.done():
+                future.cancel()
 
     def complete(self, target: ModelTarget, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Any:
         """One call of ``target`` (see the module doc); ``ProviderError`` when it fails."""
@@ -125,7 +143,9 @@ class ModelClient:
             options["tools"] = tools  # function tools only: never a provider-side tool
         where = f"model {target.model} at {target.endpoint}"
         try:
-            return self.run(litellm.acompletion(**options), target.timeout + 5)
+            return self.run(litellm.acompletion(**options), target.timeout + 5, target.cancelled)
+        except CallCancelled:
+            raise
         except TimeoutError as exc:
             raise ProviderError(f"{where}: Timeout: {exc}", transient=True) from None
         except transient as exc:

@@ -30,7 +30,8 @@ agent within a task: AgentSystems in ``engine/agent_systems.py`` run their membe
   or McpServer cannot be resolved are told to the model, never executed.
 * Failures: ``maxSteps`` used up -> permanent; a transient provider error left after retries and fallbacks
   -> retryable (the task's own retry policy decides); any other provider error -> permanent with the
-  provider's message; cancellation between steps -> ``TaskFailed("cancelled")``. The gate's own
+  provider's message; cancellation (between steps, during a provider wait, or while a model call is in
+  flight: the call is abandoned) -> ``TaskFailed("cancelled")``. The gate's own
   ``TaskFailed`` / ``TaskDeferred`` / ``TaskHandedOff`` pass through unchanged.
 
 Delivery of tool calls is at least once, not exactly once: a run that crashes, loses its lease, waits for
@@ -54,12 +55,12 @@ import logging
 import random
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from orlojd.adapters import scripted_model
-from orlojd.adapters.model_client import ModelTarget, ProviderError, shared_client
+from orlojd.adapters.model_client import CallCancelled, ModelTarget, ProviderError, shared_client
 from orlojd.adapters.queue import ClaimedTask
 from orlojd.adapters.secrets import SecretError, SecretResolver
 from orlojd.adapters.store import Store
@@ -354,7 +355,9 @@ class AgentLoop:
             attempt = 1
             while True:
                 try:
-                    return self._complete(target, messages, offered), model, this_call
+                    return self._complete(replace(target, cancelled=cancelled), messages, offered), model, this_call
+                except CallCancelled:
+                    raise TaskFailed("cancelled") from None
                 except ProviderError as exc:
                     if not exc.transient:
                         raise TaskFailed(str(exc), permanent=True) from None

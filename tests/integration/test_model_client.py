@@ -206,3 +206,34 @@ def test_a_scripted_endpoint_without_a_script_answers_done(repo: GitRepo, store:
     apply_files(repo, store, files)
     result = AgentLoop(store, Gate(store))(claim_run(store, "writer"), threading.Event())
     assert result["output"] == "done" and result["steps"] == 1
+
+
+@sqlite_only
+def test_cancelling_the_run_abandons_a_model_call_in_flight(
+    repo: GitRepo, store: Store, provider: Provider, key: str
+) -> None:
+    loop = setup(repo, store, provider)  # timeout 5s: a call left to finish would hold the worker that long
+    released = threading.Event()
+    provider.hold = lambda: released.wait(DEADLINE)
+    cancelled = threading.Event()
+    ended: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            loop(claim_run(store, "writer"), cancelled)
+        except BaseException as exc:
+            ended.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        wait_for(lambda: len(provider.seen) == 1, "the model call to reach the provider")
+        cancelled.set()
+        thread.join(2)
+        assert not thread.is_alive(), "the run still waits for a provider that has not answered"
+    finally:
+        released.set()
+        thread.join(DEADLINE)
+    [failure] = ended
+    assert isinstance(failure, TaskFailed) and str(failure) == "cancelled"
+    assert len(provider.seen) == 1, "an abandoned call is not retried"
