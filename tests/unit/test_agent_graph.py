@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import CONFORMANCE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,8 +25,6 @@ from orlojd.core.agent_graph import (
 )
 from orlojd.core.manifests.registry import validate_object
 from orlojd.core.manifests.systems import AgentSystem, AgentSystemSpec
-
-CONFORMANCE = Path("/work/shared/conformance/orloj")
 
 
 def spec(
@@ -314,7 +313,6 @@ def _system(path: Path) -> AgentSystem:
     return checked.obj
 
 
-@pytest.mark.skipif(not CONFORMANCE.exists(), reason="Orloj conformance manifests not present")
 @pytest.mark.parametrize(
     ("path", "max_turns", "entries", "order_starts"),
     [
@@ -344,7 +342,6 @@ def test_orloj_blueprints_load_and_schedule(
         assert len(hops) == max_turns and schedule.stopped == "max_turns"
 
 
-@pytest.mark.skipif(not CONFORMANCE.exists(), reason="Orloj conformance manifests not present")
 def test_the_hierarchical_blueprint_editor_joins_both_branches() -> None:
     graph = graph_of(_system(CONFORMANCE / "examples/blueprints/hierarchical/agent-system.yaml").spec)
     assert graph.joins["bp-hier-editor-agent"] == JoinRule("wait_for_all", 2, 2, "deadletter")
