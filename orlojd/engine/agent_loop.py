@@ -251,11 +251,19 @@ class AgentLoop:
                 return AgentAnswer(_cap(content), step + 1, prompt_total, completion_total)
             messages.append(assistant_message(message.content, calls))
             for c in calls:
-                answer = self._tool(task, run, f"{scope}{step}", str(c.function.name), c.function.arguments)
+                answer = self._tool(task, run, f"{scope}{step}", str(c.function.name), c.function.arguments, cancelled)
                 messages.append({"role": "tool", "tool_call_id": c.id, "content": _cap(answer)})
         raise TaskFailed(f"{run.key.short}: maxSteps {max_steps} reached", permanent=True)
 
-    def _tool(self, task: ClaimedTask, run: _Run, step: str, name: str, raw: Any) -> str:
+    def _tool(
+        self,
+        task: ClaimedTask,
+        run: _Run,
+        step: str,
+        name: str,
+        raw: Any,
+        cancelled: threading.Event | None = None,
+    ) -> str:
         """One tool call of the model: asked, maybe run, recorded; what the model reads back."""
         try:
             arguments = json.loads(raw) if isinstance(raw, str) and raw.strip() else (raw or {})
@@ -292,7 +300,12 @@ class AgentLoop:
             self.gate.handoff(task, run.key.name, worker, sent, {"via": "tool", "tool": name, "step": step})
             try:
                 answer = self.run_agent(
-                    task, worker, arguments, threading.Event(), scope=scope, script_turns=script_for(task, worker, "")
+                    task,
+                    worker,
+                    arguments,
+                    cancelled or threading.Event(),  # the run's: a cancelled task stops its delegates too
+                    scope=scope,
+                    script_turns=script_for(task, worker, ""),
                 )
             except TaskFailed as exc:
                 if not exc.permanent or str(exc) == "cancelled":

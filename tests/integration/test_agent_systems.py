@@ -255,6 +255,30 @@ def test_a_manager_delegates_to_a_worker_agent_as_a_tool(world: World) -> None:
     assert (handoff.detail["from"], handoff.detail["to"]) == ("manager", "worker")
 
 
+@sqlite_only
+def test_cancelling_the_task_stops_a_delegated_worker_between_its_steps(world: World) -> None:
+    world.apply(doc("Policy", "tell-the-worker", "  selector:\n    agents: [worker]\n  onDeny: return_to_model\n"))
+    turns = {
+        "manager": [call("ask-worker", question="which vendors?"), said("summary")],
+        "worker": [call("ask-worker-tool-that-never-runs"), said("vendor A")],
+    }
+    cancelled = threading.Event()
+    loop = world.executor.loop  # type: ignore[attr-defined]
+    original = loop._complete
+
+    def complete(target: ModelTarget, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Any:
+        answer = original(target, messages, tools)
+        if ".worker." in target.litellm_model:
+            cancelled.set()  # the task is cancelled while its delegate works
+        return answer
+
+    loop._complete = complete
+    claim = world.started(turns, system="hier")
+    with pytest.raises(TaskFailed, match="cancelled"):
+        world.executor(claim, cancelled)
+    assert world.callers(claim.id) == ["manager", "worker"], "the worker stopped before its second model call"
+
+
 def test_a_delegation_that_is_not_granted_never_runs_the_worker(world: World) -> None:
     world.apply(RETURN_TO_MODEL)
     turns = {"boss": [call("ask-worker", question="x"), said("did it myself")], "worker": [said("never")]}
