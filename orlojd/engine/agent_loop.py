@@ -71,8 +71,9 @@ from orlojd.core.manifests.base import split_ref
 from orlojd.core.manifests.registry import validate_object
 from orlojd.core.manifests.tools import ModelEndpoint, Tool
 from orlojd.core.retry import provider_wait
+from orlojd.core.tool_templates import needs_of
 from orlojd.engine.gate import Gate
-from orlojd.engine.tool_executors import ToolCall, needs_of, run_tool
+from orlojd.engine.tool_executors import ToolCall, run_tool
 from orlojd.engine.tool_specs import ToolMapper, ToolResolver
 from orlojd.engine.workers import TaskFailed
 

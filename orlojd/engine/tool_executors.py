@@ -27,8 +27,7 @@ dataclass (the Tool manifest is mapped onto them elsewhere):
 ``run_tool(spec, call)`` never raises for a failure of the tool or of its call: every failure is
 a ``ToolResult(ok=False, error=...)`` with a short reason (``timeout``, ``http 503``, ``exit 2``,
 ``host not allowed``, ``response too large``, ``crashed: ValueError: ...``, ``mcp error: ...``) and, in ``output``,
-what the model should see. ``needs_of(requires, arguments)`` renders a Tool's (access, resource)
-pairs, whose resources may be templates over the arguments, for the gate.
+what the model should see.
 
 Delivery is at least once, not exactly once. A call may run again after a crash, a lease loss or
 a retry, and a timeout says nothing about whether the effect happened (the request may have
@@ -38,9 +37,8 @@ by the caller): it goes out as the ``Idempotency-Key`` header, the ``ORLOJD_IDEM
 variable and the second argument of a Python tool. Deduplicating effects by that key is the
 tool's job; this module only hands the key over.
 
-Templates accept plain ``{name}`` placeholders only (``{{`` and ``}}`` for literal braces): no
-positional fields, attribute or index access, conversions or format specs. Values must be
-strings, numbers or booleans and are ``str()``-ed; anything else is refused before the call.
+Templates (URL, argv elements) are ``core/tool_templates.py``'s: plain ``{name}`` placeholders over
+the arguments, scalar values only; anything else is refused before the call.
 """
 
 from __future__ import annotations
@@ -54,7 +52,6 @@ import json
 import os
 import signal
 import ssl
-import string
 import subprocess
 import threading
 import time
@@ -62,8 +59,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
+from orlojd.core.tool_templates import TemplateError, render, template_names
 from orlojd.engine.mcp_tools import McpTool, run_mcp
 
 __all__ = [
@@ -71,10 +69,8 @@ __all__ = [
     "HttpTool",
     "McpTool",
     "PythonTool",
-    "TemplateError",
     "ToolCall",
     "ToolResult",
-    "needs_of",
     "run_tool",
 ]
 
@@ -133,10 +129,6 @@ class PythonTool:
 ToolSpec = HttpTool | CommandTool | PythonTool | McpTool
 
 
-class TemplateError(ValueError):
-    """A template that cannot be rendered: a bad placeholder, or an argument missing or of the wrong type."""
-
-
 class _Refused(Exception):
     """A call refused before it ran (reason for ``error``, text for the model)."""
 
@@ -144,60 +136,6 @@ class _Refused(Exception):
         super().__init__(error)
         self.error = error
         self.output = output if output is not None else error
-
-
-# --- templates -----------------------------------------------------------------------------------
-
-
-def _placeholders(template: str) -> list[tuple[str, str | None]]:
-    """The template as (literal, placeholder name or None) pieces; a ``TemplateError`` for anything but ``{name}``."""
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise TemplateError(f"bad template {template!r}: {exc}") from None
-    pieces: list[tuple[str, str | None]] = []
-    for literal, name, spec, conversion in parsed:
-        if name is None:
-            pieces.append((literal, None))
-            continue
-        if not name.isidentifier() or spec or conversion:
-            raise TemplateError(f"bad template {template!r}: only {{name}} placeholders are allowed")
-        pieces.append((literal, name))
-    return pieces
-
-
-def _value(arguments: Mapping[str, Any], name: str) -> str:
-    if name not in arguments:
-        raise TemplateError(f"missing argument: {name}")
-    value = arguments[name]
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool | int | float):
-        return str(value)
-    raise TemplateError(f"argument {name} must be a string, number or boolean, not {type(value).__name__}")
-
-
-def _render(template: str, arguments: Mapping[str, Any], quote_values: bool = False) -> tuple[str, set[str]]:
-    """The rendered template and the names it used."""
-    out: list[str] = []
-    used: set[str] = set()
-    for literal, name in _placeholders(template):
-        out.append(literal)
-        if name is not None:
-            text = _value(arguments, name)
-            out.append(quote(text, safe="") if quote_values else text)
-            used.add(name)
-    return "".join(out), used
-
-
-def needs_of(requires: Sequence[tuple[str, str]], arguments: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-    """The (access, resource) pairs a call needs: each resource rendered over the arguments, duplicates dropped.
-
-    ``("write", "repo:{repo}")`` with ``{"repo": "acme/site"}`` -> ``("write", "repo:acme/site")``. A missing
-    argument, a bad placeholder or a non-scalar value is a ``ValueError`` (``TemplateError``) naming it.
-    """
-    pairs = [(access, _render(resource, arguments)[0]) for access, resource in requires]
-    return tuple(dict.fromkeys(pairs))
 
 
 # --- the entry point -----------------------------------------------------------------------------
@@ -260,7 +198,7 @@ def _run_http(spec: HttpTool, call: ToolCall, started: float) -> Outcome:
     method = spec.method.upper()
     if method not in HTTP_METHODS:
         raise _Refused("bad tool", f"method {spec.method!r} is not one of {', '.join(sorted(HTTP_METHODS))}")
-    url, used = _render(spec.url, call.arguments, quote_values=True)
+    url, used = render(spec.url, call.arguments, quote_values=True)
     parts = urlsplit(url)
     if parts.scheme not in _DEFAULT_PORTS:
         raise _Refused("bad url", f"only http and https URLs are allowed, not {parts.scheme or 'none'!r}")
@@ -363,9 +301,9 @@ def _read_response(
 def _run_command(spec: CommandTool, call: ToolCall, started: float) -> Outcome:
     if not spec.argv:
         raise _Refused("bad tool", "the command has no argv")
-    if any(name is not None for _, name in _placeholders(spec.argv[0])):
+    if template_names(spec.argv[0]):
         raise _Refused("bad tool", "argv[0] must be literal: the program is not chosen by arguments")
-    argv = [_render(element, call.arguments)[0] for element in spec.argv]
+    argv = [render(element, call.arguments)[0] for element in spec.argv]
     if spec.cwd is not None and not spec.cwd.is_dir():
         raise _Refused("bad cwd", f"working directory not found: {spec.cwd}")
     env = {name: os.environ[name] for name in spec.env_allow if name in os.environ}

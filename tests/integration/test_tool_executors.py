@@ -27,13 +27,13 @@ from typing import Any
 
 import pytest
 
+from orlojd.core.tool_templates import needs_of
 from orlojd.engine.tool_executors import (
     CommandTool,
     HttpTool,
     PythonTool,
     ToolCall,
     ToolResult,
-    needs_of,
     run_tool,
 )
 

@@ -18,7 +18,8 @@ import pytest
 from orlojd.core.diagnostics import format_path
 from orlojd.core.manifests.registry import validate_object
 from orlojd.core.manifests.tools import Tool
-from orlojd.engine.tool_executors import CommandTool, HttpTool, PythonTool, ToolCall, needs_of, run_tool
+from orlojd.core.tool_templates import needs_of
+from orlojd.engine.tool_executors import CommandTool, HttpTool, PythonTool, ToolCall, run_tool
 from orlojd.engine.tool_specs import default_tools
 
 

@@ -10,7 +10,6 @@ never enter a digest, a log line, an error or a plan: only their sha256 does.
 from __future__ import annotations
 
 import hashlib
-import string
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -20,6 +19,7 @@ from pydantic import Field, PlainSerializer, SecretStr, field_validator, model_v
 from orlojd.core.durations import Duration
 from orlojd.core.manifests.agents import Backoff, Jitter, RetryPolicy
 from orlojd.core.manifests.base import Access, OrlojModel, PermissionEntry, RefName, ResourceKind, Spec, inert
+from orlojd.core.tool_templates import template_names
 
 
 class RiskLevel(StrEnum):
@@ -62,22 +62,6 @@ class ToolAuth(OrlojModel):
         return self
 
 
-def _template_names(template: str) -> list[str]:
-    """The ``{name}`` placeholders of a template (``{{``/``}}`` are literal braces); a ValueError for anything else."""
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise ValueError(f"bad template {template!r}: {exc}") from None
-    names: list[str] = []
-    for _literal, name, spec, conversion in parsed:
-        if name is None:
-            continue
-        if not name.isidentifier() or spec or conversion:
-            raise ValueError(f"bad template {template!r}: only {{name}} placeholders are allowed")
-        names.append(name)
-    return names
-
-
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -107,7 +91,7 @@ class ToolHttp(OrlojModel):
 
     @model_validator(mode="after")
     def _url_host_allowed(self) -> ToolHttp:
-        _template_names(self.url)
+        template_names(self.url)
         scheme, sep, rest = self.url.partition("://")
         if not sep or scheme.lower() not in _DEFAULT_PORTS:
             raise ValueError(f"url {self.url!r} must start with http:// or https://")
@@ -161,10 +145,10 @@ class ToolCommand(OrlojModel):
     @classmethod
     def _literal_program(cls, argv: list[str]) -> list[str]:
         for element in argv:
-            _template_names(element)
+            template_names(element)
         if not argv[0]:
             raise ValueError("argv[0] must name a program")
-        if _template_names(argv[0]):
+        if template_names(argv[0]):
             raise ValueError(
                 f"argv[0] {argv[0]!r} must be literal, without a placeholder: the program is not chosen by arguments"
             )
