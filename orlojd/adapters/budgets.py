@@ -114,8 +114,11 @@ class BudgetLedger:
         estimate_tokens: int,
         limits: BudgetLimits,
         now: datetime,
+        *,
+        actor: str | None = None,
     ) -> BudgetVerdict:
-        """Admit a model call on its estimate and reserve it, or refuse it; atomic across workers."""
+        """Admit a model call on its estimate and reserve it, or refuse it; atomic across workers. ``actor``: who
+        asks (a worker id), for the audit event."""
         now = utc(now)
         if estimate_tokens < 0:
             raise ValueError(f"estimate_tokens must be >= 0, got {estimate_tokens}")
@@ -147,12 +150,20 @@ class BudgetLedger:
                         "settled": False,
                     },
                 )
-            insert(
-                connection, _event(verdict, call_id, agent, task_id, model, estimate_tokens, estimate_cost, usage, now)
-            )
+            event = _event(verdict, call_id, agent, task_id, model, estimate_tokens, estimate_cost, usage, now, actor)
+            insert(connection, event)
         return verdict
 
-    def settle_run(self, call_id: str, prompt_tokens: int, completion_tokens: int, model: str, now: datetime) -> bool:
+    def settle_run(
+        self,
+        call_id: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        model: str,
+        now: datetime,
+        *,
+        actor: str | None = None,
+    ) -> bool:
         """Replace a reservation's estimate with the usage the provider reported; False if there was nothing to settle.
 
         The charge keeps the time it was reserved at (the windows it counts in). A call with no
@@ -188,6 +199,7 @@ class BudgetLedger:
                         "completion_tokens": completion_tokens,
                         "cost": cost,
                     },
+                    actor=actor,
                 ),
             )
             return True
@@ -316,6 +328,7 @@ def _event(
     estimate_cost: float | None,
     usage: Usage,
     now: datetime,
+    actor: str | None = None,
 ) -> AuditEvent:
     oldest = usage.minute_oldest
     used = {  # as dataclasses.asdict would give it, without its deep copies (a step's hot path)
@@ -345,5 +358,12 @@ def _event(
         }
     verdict_text = "allow" if verdict.ok else "deny"
     return AuditEvent(
-        event=event, at=now, task_id=task_id, agent=agent, verdict=verdict_text, reason=reason, detail=detail
+        event=event,
+        at=now,
+        task_id=task_id,
+        agent=agent,
+        verdict=verdict_text,
+        reason=reason,
+        detail=detail,
+        actor=actor,
     )

@@ -244,7 +244,7 @@ class AgentLoop:
             prompt, completion = _usage(response)
             prompt_total += prompt
             completion_total += completion
-            self.gate.charge(charged, prompt, completion, model)
+            self.gate.charge(charged, prompt, completion, model, actor=task.worker or None)
             message = response.choices[0].message
             content = message.content or ""
             calls = list(getattr(message, "tool_calls", None) or [])

@@ -73,7 +73,7 @@ class Placeholder:
             if step.tool is None:
                 call_id = f"{task.id}/{index}"
                 model = self.gate.model_call(task, call_id, step.model, step.tokens)
-                self.gate.charge(call_id, step.prompt_tokens, step.completion_tokens, model)
+                self.gate.charge(call_id, step.prompt_tokens, step.completion_tokens, model, actor=task.worker or None)
                 done.append({"step": index, "model": model, "tokens": step.prompt_tokens + step.completion_tokens})
                 continue
             outcome = self.gate.tool_call(task, step.tool, step.arguments, step.needs)

@@ -162,7 +162,7 @@ class Gate:
             decision = _settled(decision, approval)
             policy = approval.policy
         detail = {} if approval is None else {"approval": approval.id, "digest": approval.digest}
-        event = decision_event(decision, request, now, task.id, revision, detail)
+        event = replace(decision_event(decision, request, now, task.id, revision, detail), actor=task.worker or None)
         if decision.allowed:
             self.audit.record_run(event)
             return CallOutcome(True, decision, None if approval is None else approval.id)
@@ -185,6 +185,7 @@ class Gate:
     ) -> None:
         """Park the task with its approval request; always ends the attempt (``TaskHandedOff``)."""
         event = decision_event(decision, request, now, task.id, revision, {"digest": digest})
+        event = replace(event, actor=task.worker or None)
         view = self.approvals.request_run(
             task_id=task.id,
             worker=task.worker,
@@ -262,12 +263,11 @@ class Gate:
                 message = f"model {model} is not allowed by {where}"
                 denied = Decision(Verdict.DENY, ReasonCode.MODEL_NOT_ALLOWED, (where,), message)
                 event = decision_event(denied, CallRequest(agent, "", model=model), self.now(), task.id, None)
-                self._fail(
-                    task, replace(event, tool=None, detail={**event.detail, "model": model}), message, self.now()
-                )
+                event = replace(event, tool=None, detail={**event.detail, "model": model}, actor=task.worker or None)
+                self._fail(task, event, message, self.now())
                 raise TaskHandedOff(f"denied: {message}")
         verdict = self.ledger.reserve_run(
-            call_id, str(agent), task.id, model, estimate_tokens, entry.budgets, self.now()
+            call_id, str(agent), task.id, model, estimate_tokens, entry.budgets, self.now(), actor=task.worker or None
         )
         for warning in verdict.warnings:
             log.warning("%s: %s", agent.short, warning, extra={"event": "budget_warning", "agent": str(agent)})
@@ -300,9 +300,12 @@ class Gate:
             )
         )
 
-    def charge(self, call_id: str, prompt_tokens: int, completion_tokens: int, model: str) -> bool:
-        """Charge a finished model call with the usage the provider reported (once per call id)."""
-        return self.ledger.settle_run(call_id, prompt_tokens, completion_tokens, model, self.now())
+    def charge(
+        self, call_id: str, prompt_tokens: int, completion_tokens: int, model: str, *, actor: str | None = None
+    ) -> bool:
+        """Charge a finished model call with the usage the provider reported (once per call id); ``actor``: the
+        worker that made it."""
+        return self.ledger.settle_run(call_id, prompt_tokens, completion_tokens, model, self.now(), actor=actor)
 
     def handoff(
         self,

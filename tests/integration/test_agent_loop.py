@@ -434,3 +434,17 @@ def test_a_crash_inside_the_gate_denies_the_call_records_it_and_fails_the_run(
     with pytest.raises(TaskFailed, match="cannot read the applied manifests") as refused:
         world.run(second)
     assert refused.value.permanent and "model_usage" not in world.events(second.id)
+
+
+@sqlite_only
+def test_every_event_of_a_run_names_the_worker_that_made_the_call(world: World) -> None:
+    world.apply()
+    claim = world.started(SCAN, FINAL)
+    world.run(claim)
+    actors = {(e.event, e.actor) for e in AuditLog(world.store).list_all(task_id=claim.id) if e.event in CALL_EVENTS}
+    assert actors == {(event, "w1") for event in CALL_EVENTS}, (
+        "decisions and model calls are the worker's, not the daemon's"
+    )
+
+
+CALL_EVENTS = ("decision", "model_call", "model_usage", "tool_call")
