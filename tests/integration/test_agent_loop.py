@@ -12,13 +12,13 @@ import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from conftest import GitRepo
 from pools import T0, Clock
+from runs import apply_files, claim_run
 
 from orlojd.adapters import scripted_model
 from orlojd.adapters.approvals import Approvals, ApprovalState
@@ -26,12 +26,9 @@ from orlojd.adapters.audit import AuditLog
 from orlojd.adapters.queue import ClaimedTask, TaskQueue, TaskState
 from orlojd.adapters.store import Store
 from orlojd.core.keys import ResourceKey
-from orlojd.core.runs import run_parameters
 from orlojd.engine.agent_loop import AgentLoop
-from orlojd.engine.applying import apply_revision
 from orlojd.engine.gate import Gate
 from orlojd.engine.workers import TaskFailed, TaskHandedOff
-from orlojd.engine.workspace import open_workspace
 
 AGENT_KEY = ResourceKey("Agent", "default", "checker")
 sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -178,29 +175,18 @@ class World:
         self.loop = AgentLoop(self.store, self.gate)
 
     def apply(self, policy: str | None = None, governance: str = "", max_steps: int = 5) -> None:
-        for path, text in manifests(self.server.port, governance, max_steps).items():
-            self.repo.write(path, text)
+        files = manifests(self.server.port, governance, max_steps)
         if policy is not None:
-            self.repo.write("policies/policy.yaml", policy)
-        self.revision = self.repo.commit("the checker")
-        apply_revision(open_workspace(self.repo.path, self.store.url), self.store, "HEAD")
+            files["policies/policy.yaml"] = policy
+        self.revision = apply_files(self.repo, self.store, files, "the checker")
 
     def started(self, *turns: dict[str, Any]) -> ClaimedTask:
         """A run of the checker whose model answers ``turns``, claimed."""
         self.runs += 1
-        body = {
-            "apiVersion": "orloj.dev/v1",
-            "kind": "Task",
-            "metadata": {"name": f"check-{self.runs}", "namespace": "default"},
-            "spec": {"agent": "checker", "mode": "template", "input": {"quarter": "q3", "script_turns": list(turns)}},
-        }
-        agent_body = self.store.inventory_bodies_some(keys=[AGENT_KEY])[AGENT_KEY]
-        key = ResourceKey("Task", "default", f"check-{self.runs}")
-        parameters = run_parameters(key, body, agent_body, self.revision)
-        task_id = self.queue.enqueue_run(str(key), "d1", now=self.clock(), **parameters.enqueue_options(self.clock()))
-        claimed = self.queue.claim_one("w1", self.clock(), timedelta(seconds=30))
-        assert claimed is not None and claimed.id == task_id
-        return claimed
+        task_input = {"quarter": "q3", "script_turns": list(turns)}
+        return claim_run(
+            self.store, "checker", task_input, f"check-{self.runs}", now=self.clock(), revision=self.revision
+        )
 
     def run(self, claim: ClaimedTask) -> dict[str, Any]:
         return self.loop(claim, threading.Event())

@@ -21,6 +21,7 @@ import pytest
 from conftest import GitRepo
 from manifests import OFFLINE_ENDPOINT
 from pools import T0, Clock
+from runs import apply_files, claim_run
 from test_agent_loop import call
 
 from orlojd.adapters import clock
@@ -30,14 +31,11 @@ from orlojd.adapters.model_client import ModelTarget
 from orlojd.adapters.queue import ClaimedTask, TaskQueue, TaskState
 from orlojd.adapters.store import Store
 from orlojd.core.keys import ResourceKey
-from orlojd.core.runs import agent_key, run_parameters
 from orlojd.engine.agent_loop import AgentLoop
 from orlojd.engine.agent_systems import AgentExecutor
-from orlojd.engine.applying import apply_revision
 from orlojd.engine.executors import executor_named
 from orlojd.engine.gate import Gate
 from orlojd.engine.workers import TaskFailed, TaskHandedOff
-from orlojd.engine.workspace import open_workspace
 
 sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
@@ -130,26 +128,17 @@ class World:
         self.executor = executor_named("agent", self.store, self.gate)
 
     def apply(self, *extra: str) -> None:
-        for path, text in manifests(self.marker).items():
-            self.repo.write(path, text)
-        for i, text in enumerate(extra):
-            self.repo.write(f"extra/{i}.yaml", text)
-        self.revision = self.repo.commit("the systems")
-        apply_revision(open_workspace(self.repo.path, self.store.url), self.store, "HEAD")
+        files = {**manifests(self.marker), **{f"extra/{i}.yaml": text for i, text in enumerate(extra)}}
+        self.revision = apply_files(self.repo, self.store, files, "the systems")
 
     def started(self, turns: Any, **spec: Any) -> ClaimedTask:
         """A run of ``spec`` (``system=`` or ``agent=``) whose agents answer ``turns``, claimed."""
         self.runs += 1
-        key = ResourceKey("Task", "default", f"run-{self.runs}")
-        task_spec = {**spec, "mode": "template", "input": {"topic": "copilots", "script_turns": turns}}
-        body = {"apiVersion": "orloj.dev/v1", "kind": "Task", "metadata": {"name": key.name}, "spec": task_spec}
-        member = agent_key(key, task_spec)
-        agent_body = None if member is None else self.store.inventory_bodies_some(keys=[member])[member]
-        parameters = run_parameters(key, body, agent_body, self.revision)
-        task_id = self.queue.enqueue_run(str(key), "d1", now=self.clock(), **parameters.enqueue_options(self.clock()))
-        claimed = self.queue.claim_one("w1", self.clock(), timedelta(seconds=30))
-        assert claimed is not None and claimed.id == task_id
-        return claimed
+        task_input = {"topic": "copilots", "script_turns": turns}
+        name = f"run-{self.runs}"
+        return claim_run(
+            self.store, task_input=task_input, name=name, spec=spec, now=self.clock(), revision=self.revision
+        )
 
     def run(self, claim: ClaimedTask) -> dict[str, Any]:
         return self.executor(claim, threading.Event())
