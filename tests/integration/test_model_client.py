@@ -57,15 +57,10 @@ def closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@sqlite_only
-def test_cancelling_the_run_cuts_a_retry_after_wait_short(
-    repo: GitRepo, store: Store, provider: Provider, key: str
-) -> None:
-    files = {"agent.yaml": AGENT, "secret.yaml": SECRET, "primary.yaml": PATIENT.format(base=provider.base)}
-    apply_files(repo, store, files)
-    loop = AgentLoop(store, Gate(store))
-    provider.script = [error(429, {"Retry-After": "120"})]
-    cancelled = threading.Event()
+def in_background(
+    loop: AgentLoop, store: Store, cancelled: threading.Event
+) -> tuple[threading.Thread, list[BaseException]]:
+    """A run of the writer in a thread, started; the thread and the exception the run ended with (once it has)."""
     ended: list[BaseException] = []
 
     def run() -> None:
@@ -76,6 +71,19 @@ def test_cancelling_the_run_cuts_a_retry_after_wait_short(
 
     thread = threading.Thread(target=run)
     thread.start()
+    return thread, ended
+
+
+@sqlite_only
+def test_cancelling_the_run_cuts_a_retry_after_wait_short(
+    repo: GitRepo, store: Store, provider: Provider, key: str
+) -> None:
+    files = {"agent.yaml": AGENT, "secret.yaml": SECRET, "primary.yaml": PATIENT.format(base=provider.base)}
+    apply_files(repo, store, files)
+    loop = AgentLoop(store, Gate(store))
+    provider.script = [error(429, {"Retry-After": "120"})]
+    cancelled = threading.Event()
+    thread, ended = in_background(loop, store, cancelled)
     wait_for(lambda: len(provider.seen) == 1, "the rate-limited request")
     started = time.monotonic()
     cancelled.set()
@@ -216,16 +224,7 @@ def test_cancelling_the_run_abandons_a_model_call_in_flight(
     released = threading.Event()
     provider.hold = lambda: released.wait(DEADLINE)
     cancelled = threading.Event()
-    ended: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            loop(claim_run(store, "writer"), cancelled)
-        except BaseException as exc:
-            ended.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
+    thread, ended = in_background(loop, store, cancelled)
     try:
         wait_for(lambda: len(provider.seen) == 1, "the model call to reach the provider")
         cancelled.set()
