@@ -12,13 +12,14 @@ import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 from conftest import GitRepo
 from pools import T0, Clock
 from runs import apply_files, claim_run
+from servers import serving
 
 from orlojd.adapters import scripted_model
 from orlojd.adapters.approvals import Approvals, ApprovalState
@@ -65,18 +66,12 @@ def server() -> Iterator[Server]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    state.port = httpd.server_address[1]
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        state.release.set()
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
+    with serving(Handler) as httpd:
+        state.port = httpd.server_address[1]
+        try:
+            yield state
+        finally:
+            state.release.set()  # a handler still blocked on /slow ends before the server shuts down
 
 
 # -- manifests --------------------------------------------------------------------------------------------------------

@@ -13,12 +13,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 from conftest import GitRepo
 from runs import apply_files, claim_run
+from servers import serving
 
 from orlojd.adapters.audit import AuditLog
 from orlojd.adapters.model_client import ModelClient, ModelTarget
@@ -100,17 +101,9 @@ def provider() -> Iterator[Provider]:
             self.end_headers()
             self.wfile.write(data)
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    state.port = httpd.server_address[1]
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Handler) as httpd:
+        state.port = httpd.server_address[1]
         yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
 
 
 def endpoint(name: str, base: str, model: str, extra: str = "") -> str:

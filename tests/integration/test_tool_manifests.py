@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
+from servers import serving
 
 from orlojd.core.diagnostics import format_path
 from orlojd.core.manifests.registry import validate_object
@@ -272,15 +272,8 @@ def server() -> Iterator[tuple[int, list[tuple[str, str, Any]]]]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Handler) as httpd:
         yield httpd.server_address[1], seen
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
 
 
 def test_http_tool_from_manifest_calls_local_server(server: tuple[int, list[tuple[str, str, Any]]]) -> None:

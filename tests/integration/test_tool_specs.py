@@ -13,7 +13,8 @@ import os
 import sys
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -21,6 +22,7 @@ from urllib.parse import parse_qs
 import pytest
 from conftest import GitRepo
 from runs import apply_files, claim_run
+from servers import serving
 
 from orlojd.adapters.audit import AuditLog
 from orlojd.adapters.secrets import SecretError, SecretResolver
@@ -36,50 +38,40 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mcp"
 sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
+@dataclass
 class Recorder:
-    def __init__(self) -> None:
-        self.seen: list[dict[str, str]] = []
-        self.token_requests: list[dict[str, list[str]]] = []
-        handler = self._handler()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.httpd.daemon_threads = True
-        self.host = f"127.0.0.1:{self.httpd.server_address[1]}"
+    """What the server got: each call's headers, and each OAuth2 token request's form."""
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.path == "/token":
-                    recorder.token_requests.append(parse_qs(body.decode()))
-                    data = json.dumps({"access_token": "tok-1", "expires_in": 3600}).encode()
-                else:
-                    recorder.seen.append(dict(self.headers.items()))
-                    data = b'{"ok": true}'
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        return Handler
+    host: str = ""
+    seen: list[dict[str, str]] = field(default_factory=list)
+    token_requests: list[dict[str, list[str]]] = field(default_factory=list)
 
 
 @pytest.fixture
 def recorder() -> Iterator[Recorder]:
     made = Recorder()
-    thread = threading.Thread(target=made.httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.path == "/token":
+                made.token_requests.append(parse_qs(body.decode()))
+                data = json.dumps({"access_token": "tok-1", "expires_in": 3600}).encode()
+            else:
+                made.seen.append(dict(self.headers.items()))
+                data = b'{"ok": true}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    with serving(Handler) as httpd:
+        made.host = f"127.0.0.1:{httpd.server_address[1]}"
         yield made
-    finally:
-        made.httpd.shutdown()
-        made.httpd.server_close()
-        thread.join(5)
 
 
 def secret(name: str, source: str) -> str:
