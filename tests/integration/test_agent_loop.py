@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import GitRepo
+from manifests import OFFLINE_ENDPOINT
 from pools import T0, Clock
 from runs import apply_files, claim_run
 from servers import serving
@@ -131,16 +132,7 @@ spec:
 {governance}  limits:
     maxSteps: {max_steps}
 """
-    endpoint = """\
-apiVersion: orloj.dev/v1
-kind: ModelEndpoint
-metadata:
-  name: offline
-spec:
-  provider: scripted
-  defaultModel: demo
-"""
-    return {"tools/tools.yaml": tools, "agents/checker.yaml": agent, "models/offline.yaml": endpoint}
+    return {"tools/tools.yaml": tools, "agents/checker.yaml": agent, "models/offline.yaml": OFFLINE_ENDPOINT}
 
 
 RETURN_TO_MODEL = """\
