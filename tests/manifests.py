@@ -44,3 +44,8 @@ spec:
   modelRef: offline
 """
 """The smallest agent: no tools, on the offline endpoint (OFFLINE_ENDPOINT)."""
+
+
+def secret(name: str, source: str) -> str:
+    """A Secret manifest whose value is at ``source`` (``env: VAR``, ``file: PATH``, ``systemdCredential: NAME``)."""
+    return f"apiVersion: orloj.dev/v1\nkind: Secret\nmetadata:\n  name: {name}\nspec:\n  {source}\n"

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from conftest import GitRepo
+from manifests import secret
 from runs import apply_files, claim_run
 from servers import serving
 
@@ -135,14 +136,7 @@ spec:
   modelRef: primary
   prompt: Write.
 """
-SECRET = """\
-apiVersion: orloj.dev/v1
-kind: Secret
-metadata:
-  name: provider-key
-spec:
-  env: ORLOJD_TEST_PROVIDER_KEY
-"""
+SECRET = secret("provider-key", "env: ORLOJD_TEST_PROVIDER_KEY")
 
 
 @pytest.fixture

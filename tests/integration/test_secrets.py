@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import test_model_endpoints as shared
 from conftest import GitRepo
+from manifests import secret
 from runs import apply_files, claim_run
 from test_model_endpoints import AGENT, Provider, endpoint
 
@@ -28,20 +29,11 @@ from orlojd.engine.workers import TaskFailed
 provider = shared.provider  # that module's fixture: the provider server, recording each request's headers
 sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
-SECRET = """\
-apiVersion: orloj.dev/v1
-kind: Secret
-metadata:
-  name: provider-key
-spec:
-  {source}
-"""
-
 
 def deploy(repo: GitRepo, store: Store, provider: Provider, source: str) -> AgentLoop:
     files = {
         "agent.yaml": AGENT,
-        "secret.yaml": SECRET.format(source=source),
+        "secret.yaml": secret("provider-key", source),
         "primary.yaml": endpoint("primary", provider.base, "model-a"),
     }
     apply_files(repo, store, files)
@@ -119,7 +111,7 @@ def test_a_fallback_whose_key_cannot_be_read_is_skipped_not_fatal(
     key_file.write_text("sk-file-1111\n")
     loop = deploy(repo, store, provider, f"file: {key_file}")
     backup = endpoint("backup", provider.base, "model-b").replace("secretRef: provider-key", "secretRef: backup-key")
-    unset = SECRET.format(source="env: ORLOJD_TEST_UNSET_KEY").replace("provider-key", "backup-key")
+    unset = secret("backup-key", "env: ORLOJD_TEST_UNSET_KEY")
     primary = endpoint("primary", provider.base, "model-a", "  fallbacks: [backup]\n")
     apply_files(repo, store, {"backup.yaml": backup + "---\n" + unset, "primary.yaml": primary})
     run(store, loop, "primary-answers")

@@ -21,6 +21,7 @@ from urllib.parse import parse_qs
 
 import pytest
 from conftest import GitRepo
+from manifests import secret
 from runs import apply_files, claim_run
 from servers import serving
 
@@ -72,10 +73,6 @@ def recorder() -> Iterator[Recorder]:
     with serving(Handler) as httpd:
         made.host = f"127.0.0.1:{httpd.server_address[1]}"
         yield made
-
-
-def secret(name: str, source: str) -> str:
-    return f"apiVersion: orloj.dev/v1\nkind: Secret\nmetadata:\n  name: {name}\nspec:\n  {source}\n"
 
 
 def http_tool(name: str, host: str, auth: str) -> str:
