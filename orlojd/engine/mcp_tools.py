@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import urlsplit
 
 from orlojd.core.manifests.base import split_ref
+from orlojd.engine.tool_calls import Outcome, ToolCall, describe, short_reason
 
 if TYPE_CHECKING:
     from mcp.client._transport import TransportStreams
@@ -50,17 +51,14 @@ if TYPE_CHECKING:
 
     from orlojd.core.manifests.extensions import McpServer
     from orlojd.core.manifests.tools import Tool
-    from orlojd.engine.tool_executors import ToolCall
 
 __all__ = ["McpTool", "mcp_tool_of", "resolve_mcp_tool", "run_mcp", "server_env"]
 
 IDEMPOTENCY_ENV = "ORLOJD_IDEMPOTENCY_KEY"
-Outcome = tuple[bool, str, str | None, int]
 _STDERR_TAIL = 4096
 _EXIT_GRACE = 0.5  # seconds a stdio server has to exit by itself once its stdin is closed
 _BACKSTOP = 5.0  # seconds past the deadline before the runner thread is given up on
 _FRAME_OVERHEAD = 64 * 1024  # a JSON-RPC line may exceed the output cap by this much (envelope, escaping)
-_MAX_REASON = 300
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,15 +152,6 @@ def resolve_mcp_tool(tool: Tool, server: McpServer, resolve_secret: Callable[[st
 # --- running a call ------------------------------------------------------------------------------
 
 
-def _short(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 3] + "..."
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
 @dataclass
 class _Process:
     """What the runner thread learns about a stdio server, read by the caller's thread."""
@@ -241,7 +230,7 @@ def _result(spec: McpTool, result: Any) -> Outcome:
     if len(raw) > cap:
         return False, text, "output too large", len(raw)
     if result.is_error:
-        return False, text, _short(f"mcp error: {text}") if text else "mcp error", len(raw)
+        return False, text, short_reason(f"mcp error: {text}") if text else "mcp error", len(raw)
     return True, text, None, len(raw)
 
 
@@ -264,12 +253,12 @@ def _failure(spec: McpTool, proc: _Process, raised: BaseException) -> Outcome:
         code = proc.returncode
         how = f"exit {code}" if code >= 0 else f"killed by signal {-code}"
         text = f"McpServer {spec.server} stopped ({how}) before answering" + (f": {stderr}" if stderr else "")
-        return False, text, _short(f"mcp server {spec.server} exited ({how})"), 0
+        return False, text, short_reason(f"mcp server {spec.server} exited ({how})"), 0
     if isinstance(exc, MCPError):
         text = f"McpServer {spec.server} refused the call: {exc.message}"
-        return False, text, _short(f"mcp error {exc.code}: {exc.message}"), 0
-    text = f"McpServer {spec.server}: {_describe(exc)}" + (f" (stderr: {stderr})" if stderr else "")
-    return False, text, _short(f"mcp server {spec.server} failed: {_describe(exc)}"), 0
+        return False, text, short_reason(f"mcp error {exc.code}: {exc.message}"), 0
+    text = f"McpServer {spec.server}: {describe(exc)}" + (f" (stderr: {stderr})" if stderr else "")
+    return False, text, short_reason(f"mcp server {spec.server} failed: {describe(exc)}"), 0
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

@@ -63,6 +63,7 @@ from urllib.parse import urlsplit
 
 from orlojd.core.tool_templates import TemplateError, render, template_names
 from orlojd.engine.mcp_tools import McpTool, run_mcp
+from orlojd.engine.tool_calls import Outcome, ToolCall, ToolResult, describe, short_reason
 
 __all__ = [
     "CommandTool",
@@ -77,29 +78,7 @@ __all__ = [
 HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 IDEMPOTENCY_ENV = "ORLOJD_IDEMPOTENCY_KEY"
 _CHUNK = 64 * 1024
-_MAX_REASON = 300
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    """One call of a tool: its name, the model's arguments, the idempotency key and the time it may take."""
-
-    tool: str
-    arguments: Mapping[str, Any]
-    idempotency_key: str  # "task:<id>/step:<n>/attempt:<k>", made by the caller
-    timeout: float  # seconds
-
-
-@dataclass(frozen=True)
-class ToolResult:
-    """What a call came to. ``output`` goes back to the model; ``error`` is a short reason when not ok."""
-
-    ok: bool
-    output: str
-    error: str | None
-    duration_ms: int
-    size: int  # bytes of the raw output before capping (for http, at least this many when refused early)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -160,19 +139,10 @@ def run_tool(spec: ToolSpec, call: ToolCall) -> ToolResult:
     except _Refused as refused:
         ok, output, error, size = False, refused.output, refused.error, 0
     except TemplateError as exc:
-        ok, output, error, size = False, str(exc), _short(str(exc)), 0
+        ok, output, error, size = False, str(exc), short_reason(str(exc)), 0
     except Exception as exc:  # a bug here must not take the worker down: it is this call's failure
-        ok, output, error, size = False, _describe(exc), _short(f"executor failed: {_describe(exc)}"), 0
+        ok, output, error, size = False, describe(exc), short_reason(f"executor failed: {describe(exc)}"), 0
     return ToolResult(ok, output, error, int((time.monotonic() - started) * 1000), size)
-
-
-def _short(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 3] + "..."
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _decode(data: bytes, charset: str = "utf-8") -> str:
@@ -183,8 +153,6 @@ def _decode(data: bytes, charset: str = "utf-8") -> str:
 
 
 # --- http ----------------------------------------------------------------------------------------
-
-Outcome = tuple[bool, str, str | None, int]
 
 
 def _host_allowed(scheme: str, host: str, port: int, allowed: Sequence[str]) -> bool:
@@ -247,13 +215,13 @@ def _run_http(spec: HttpTool, call: ToolCall, started: float) -> Outcome:
         except ConnectionRefusedError:
             return False, f"connection refused by {host}:{port}", "connection refused", 0
         except ssl.SSLError as exc:
-            return False, _describe(exc), _short(f"tls error: {exc}"), 0
+            return False, describe(exc), short_reason(f"tls error: {exc}"), 0
         except OSError as exc:
-            return False, _describe(exc), _short(f"connection failed: {_describe(exc)}"), 0
+            return False, describe(exc), short_reason(f"connection failed: {describe(exc)}"), 0
         except http.client.HTTPException as exc:
-            return False, _describe(exc), _short(f"bad response: {_describe(exc)}"), 0
+            return False, describe(exc), short_reason(f"bad response: {describe(exc)}"), 0
         except ValueError as exc:  # http.client refuses header values with CR/LF and the like
-            return False, str(exc), _short(f"bad request: {exc}"), 0
+            return False, str(exc), short_reason(f"bad request: {exc}"), 0
     finally:
         conn.close()
 
@@ -440,7 +408,7 @@ def _run_python(spec: PythonTool, call: ToolCall) -> Outcome:
         exc = box["exception"]
         if isinstance(exc, _Refused):
             raise exc
-        return False, _describe(exc), _short(f"crashed: {_describe(exc)}"), 0
+        return False, describe(exc), short_reason(f"crashed: {describe(exc)}"), 0
     value = box.get("value")
     if isinstance(value, str):
         raw = value.encode("utf-8", errors="replace")
