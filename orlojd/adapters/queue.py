@@ -32,7 +32,7 @@ import json
 import sqlite3
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -77,6 +77,18 @@ class ClaimedTask:
     deadline_at: datetime | None = None
     attempt_timeout: timedelta | None = None
     worker: str = ""  # who holds the claim (with ``fencing_token``, what fenced writes name)
+
+    @property
+    def task_spec(self) -> Mapping[str, Any]:
+        """The ``spec`` of the Task manifest this run was queued from (``{}`` when there is none)."""
+        spec = (self.payload.get("task") or {}).get("spec") or {}
+        return spec if isinstance(spec, Mapping) else {}
+
+    @property
+    def task_input(self) -> dict[str, Any]:
+        """A copy of the Task's ``spec.input`` as a mapping (an input that is not one: under the key ``input``)."""
+        found = self.task_spec.get("input") or {}
+        return dict(found) if isinstance(found, Mapping) else {"input": found}
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,7 @@ script (the model answers ``done`` at once). ``script_turns`` is left out of the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -77,7 +78,7 @@ from orlojd.engine.tool_executors import ToolCall, run_tool
 from orlojd.engine.tool_specs import ToolMapper, ToolResolver
 from orlojd.engine.workers import TaskFailed
 
-__all__ = ["OUTPUT_CAP", "AgentAnswer", "AgentLoop"]
+__all__ = ["OUTPUT_CAP", "AgentAnswer", "AgentLoop", "script_for"]
 
 OUTPUT_CAP = 64 * 1024  # bytes of the final answer (and of each tool message) kept
 MODEL_TIMEOUT = 120.0  # seconds one model call may take
@@ -194,7 +195,7 @@ class AgentLoop:
     def __call__(self, task: ClaimedTask, cancelled: threading.Event) -> dict[str, Any]:
         if not task.agent:
             raise TaskFailed(f"task {task.task_key} names no agent; nothing to run", permanent=True)
-        task_input = dict(_task_input(task))
+        task_input = task.task_input
         turns = task_input.pop("script_turns", None)
         answer = self.run_agent(task, ResourceKey.parse(task.agent), task_input, cancelled, script_turns=turns)
         return {
@@ -287,10 +288,6 @@ class AgentLoop:
         if manifest is not None and manifest.spec.agent_ref is not None:
             # An agent as a tool (type: agent): the worker runs under its own identity, the arguments its input,
             # its answer the result. Scope ``<step>><worker>.<args digest>/``: the '>'s count the depth.
-            import hashlib
-
-            from orlojd.engine.agent_systems import script_for
-
             worker = ResourceKey("Agent", *split_ref(manifest.spec.agent_ref, run.key.namespace))
             if step.count(">") >= 4:
                 error = f"{name}: delegation to {worker.short} refused: 4 agents deep already; answer without it"
@@ -414,10 +411,17 @@ def _validated(body: dict[str, Any], key: ResourceKey, kind: type[T]) -> T:
     return checked.obj
 
 
-def _task_input(task: ClaimedTask) -> Mapping[str, Any]:
-    spec = (task.payload.get("task") or {}).get("spec") or {}
-    found = spec.get("input") or {}
-    return found if isinstance(found, Mapping) else {"input": found}
+def script_for(task: ClaimedTask, agent: ResourceKey, ref: str, run: int = 0) -> Any:
+    """The inline scripted turns of ``agent`` (listed as ``ref``) for its ``run``-th run in this task, or None: the
+    Task's ``spec.input.script_turns`` maps agent names to turns, and a list of lists gives the agent's k-th run
+    the k-th list (the last one repeats), since each run starts a fresh conversation."""
+    turns = task.task_input.get("script_turns")
+    if not isinstance(turns, Mapping) or "turns" in turns:
+        return None
+    mine = turns.get(ref, turns.get(agent.name))
+    if isinstance(mine, list) and mine and all(isinstance(t, list) for t in mine):
+        return mine[min(run, len(mine) - 1)]
+    return mine
 
 
 def _scripted(task: ClaimedTask, endpoint: ModelEndpoint, model: str, inline: Any, agent: str) -> str:

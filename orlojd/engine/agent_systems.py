@@ -50,33 +50,11 @@ from orlojd.core.manifests.agents import Agent
 from orlojd.core.manifests.base import split_ref
 from orlojd.core.manifests.registry import validate_object
 from orlojd.core.manifests.systems import AgentSystem
-from orlojd.engine.agent_loop import OUTPUT_CAP, AgentLoop
+from orlojd.engine.agent_loop import OUTPUT_CAP, AgentLoop, script_for
 from orlojd.engine.gate import Gate
 from orlojd.engine.workers import TaskFailed
 
-__all__ = ["AgentExecutor", "SystemRunner", "script_for"]
-
-
-def _spec(task: ClaimedTask) -> Mapping[str, Any]:
-    spec = (task.payload.get("task") or {}).get("spec") or {}
-    return spec if isinstance(spec, Mapping) else {}
-
-
-def _input(task: ClaimedTask) -> dict[str, Any]:
-    found = _spec(task).get("input") or {}
-    return dict(found) if isinstance(found, Mapping) else {"input": found}
-
-
-def script_for(task: ClaimedTask, agent: ResourceKey, ref: str, run: int = 0) -> Any:
-    """The inline scripted turns of ``agent`` (listed as ``ref``) for its ``run``-th run in this task, or None
-    (see the module doc)."""
-    turns = _input(task).get("script_turns")
-    if not isinstance(turns, Mapping) or "turns" in turns:
-        return None
-    mine = turns.get(ref, turns.get(agent.name))
-    if isinstance(mine, list) and mine and all(isinstance(t, list) for t in mine):
-        return mine[min(run, len(mine) - 1)]
-    return mine
+__all__ = ["AgentExecutor", "SystemRunner"]
 
 
 def _capped(text: str, limit: int) -> str:
@@ -96,7 +74,7 @@ class SystemRunner:
 
     def _load(self, task: ClaimedTask) -> tuple[AgentSystem, dict[str, ResourceKey]]:
         """The applied AgentSystem of ``task`` and its members' keys; fails for good naming what is wrong."""
-        spec = _spec(task)
+        spec = task.task_spec
         task_key = ResourceKey.parse(task.task_key)
         ref = str(spec.get("system") or "")
         if not ref:
@@ -139,9 +117,9 @@ class SystemRunner:
 
     def __call__(self, task: ClaimedTask, cancelled: threading.Event) -> dict[str, Any]:
         system, members = self._load(task)
-        spec = _spec(task)
+        spec = task.task_spec
         max_turns = int(spec.get("max_turns") or spec.get("maxTurns") or 0)
-        task_input = _input(task)
+        task_input = task.task_input
         task_input.pop("script_turns", None)
         graph = graph_of(system.spec)
         schedule = Schedule(graph, max_turns)
@@ -230,6 +208,6 @@ class AgentExecutor:
         self.systems = SystemRunner(loop)
 
     def __call__(self, task: ClaimedTask, cancelled: threading.Event) -> dict[str, Any]:
-        if _spec(task).get("system"):
+        if task.task_spec.get("system"):
             return self.systems(task, cancelled)
         return self.loop(task, cancelled)

@@ -128,13 +128,12 @@ class Gate:
         """May this run call ``tool`` with ``arguments``? See the module doc for what each answer does.
         ``agent``: the calling agent when it is not the task's own (an AgentSystem's member)."""
         agent = agent or _agent_of(task)
-        spec = (task.payload.get("task") or {}).get("spec") or {}
         request = CallRequest(
             agent,
             tool,
             needs,
             task=task.task_key.split("/", 1)[1] if "/" in task.task_key else None,
-            system=spec.get("system"),
+            system=task.task_spec.get("system"),
         )
         now = self.now()
         try:
