@@ -63,7 +63,7 @@ class Placeholder:
                     f"then: orlojd dlq retry {task.id}",
                     permanent=True,
                 )
-        steps = script_steps(task.payload)
+        steps = script_steps(task.task_input)
         if not steps:
             return {"executor": "placeholder", "note": "checked and recorded; no agent runtime ran"}
         done: list[dict[str, Any]] = []
@@ -99,14 +99,14 @@ class ScriptStep:
     completion_tokens: int = 0
 
 
-def script_steps(payload: dict[str, Any]) -> list[ScriptStep]:
+def script_steps(task_input: dict[str, Any]) -> list[ScriptStep]:
     """The Task's ``spec.input.script``: a list of steps, each either
 
     ``{tool: NAME, args: {...}, read: RESOURCE, write: RESOURCE}`` (read/write optional) or
     ``{model: NAME or null, tokens: ESTIMATE, usage: {prompt: N, completion: M}}``.
     A malformed script fails the run for good, naming the step and the field.
     """
-    script = (((payload.get("task") or {}).get("spec") or {}).get("input") or {}).get("script")
+    script = task_input.get("script")
     if script is None:
         return []
     if not isinstance(script, list):
