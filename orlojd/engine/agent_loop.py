@@ -78,7 +78,7 @@ from orlojd.engine.tool_executors import ToolCall, run_tool
 from orlojd.engine.tool_specs import ToolMapper, ToolResolver
 from orlojd.engine.workers import TaskFailed
 
-__all__ = ["OUTPUT_CAP", "AgentAnswer", "AgentLoop", "script_for"]
+__all__ = ["OUTPUT_CAP", "AgentAnswer", "AgentLoop", "script_for", "validated"]
 
 OUTPUT_CAP = 64 * 1024  # bytes of the final answer (and of each tool message) kept
 MODEL_TIMEOUT = 120.0  # seconds one model call may take
@@ -136,21 +136,21 @@ class AgentLoop:
                 f"then: orlojd dlq retry {task.id}",
                 permanent=True,
             )
-        agent = _validated(bodies[agent_key], agent_key, Agent)
+        agent = validated(bodies[agent_key], agent_key, Agent)
         endpoint_key = None
         if agent.spec.model_ref is not None:
             endpoint_key = ResourceKey("ModelEndpoint", *split_ref(agent.spec.model_ref, agent_key.namespace))
         tool_keys = {g.name: ResourceKey("Tool", *split_ref(g.name, agent_key.namespace)) for g in agent.spec.tools}
         wanted = [*tool_keys.values(), *([endpoint_key] if endpoint_key else [])]
         found = self.store.inventory_bodies_some(keys=wanted) if wanted else {}
-        tools = {n: _validated(found[k], k, Tool) for n, k in tool_keys.items() if k in found}
+        tools = {n: validated(found[k], k, Tool) for n, k in tool_keys.items() if k in found}
         if endpoint_key is None:
             assert agent.spec.model is not None  # the manifest needs model or modelRef
             model = agent.spec.model
             return _Run(agent_key, agent, [ModelTarget(f"{agent_key.short} spec.model", model, model)], tools)
         if endpoint_key not in found:
             raise TaskFailed(f"{agent_key.short}: model endpoint {endpoint_key.short} is not applied", permanent=True)
-        endpoint = _validated(found[endpoint_key], endpoint_key, ModelEndpoint)
+        endpoint = validated(found[endpoint_key], endpoint_key, ModelEndpoint)
         primary = self._target(task, endpoint, agent.spec.model, script_turns, agent_key.name)
         fallbacks = [ResourceKey("ModelEndpoint", *split_ref(f, endpoint.namespace)) for f in endpoint.spec.fallbacks]
         bodies = self.store.inventory_bodies_some(keys=fallbacks) if fallbacks else {}
@@ -158,7 +158,7 @@ class AgentLoop:
         for key in fallbacks:
             if key not in bodies:
                 raise TaskFailed(f"{endpoint_key.short}: fallback {key.short} is not applied", permanent=True)
-            fallback = _validated(bodies[key], key, ModelEndpoint)
+            fallback = validated(bodies[key], key, ModelEndpoint)
             try:
                 targets.append(self._target(task, fallback, None, None, agent_key.name))
             except TaskFailed as exc:  # a fallback that cannot be called must not stop a primary that answers
@@ -403,7 +403,8 @@ class AgentLoop:
         return self.client.complete(target, messages, tools)
 
 
-def _validated(body: dict[str, Any], key: ResourceKey, kind: type[T]) -> T:
+def validated(body: dict[str, Any], key: ResourceKey, kind: type[T]) -> T:
+    """The applied ``body`` of ``key`` as a ``kind``; one that no longer validates fails the run for good."""
     checked = validate_object(body)
     if not isinstance(checked.obj, kind):
         problem = checked.problems[0].message if checked.problems else f"not a {kind.__name__}"

@@ -50,7 +50,7 @@ from orlojd.core.manifests.agents import Agent
 from orlojd.core.manifests.base import split_ref
 from orlojd.core.manifests.registry import validate_object
 from orlojd.core.manifests.systems import AgentSystem
-from orlojd.engine.agent_loop import OUTPUT_CAP, AgentLoop, script_for
+from orlojd.engine.agent_loop import OUTPUT_CAP, AgentLoop, script_for, validated
 from orlojd.engine.gate import Gate
 from orlojd.engine.workers import TaskFailed
 
@@ -88,11 +88,7 @@ class SystemRunner:
                 f"restore it in git, {retry}",
                 permanent=True,
             )
-        checked = validate_object(body)
-        if not isinstance(checked.obj, AgentSystem):
-            problem = checked.problems[0].message if checked.problems else "not an AgentSystem"
-            raise TaskFailed(f"applied {key.short} no longer validates: {problem}", permanent=True)
-        system = checked.obj
+        system = validated(body, key, AgentSystem)
         max_turns = int(spec.get("max_turns") or spec.get("maxTurns") or 0)
         found = problems(system.spec, max_turns)
         if found:
