@@ -100,8 +100,9 @@ def decision_event(
     task_id: str | None = None,
     revision: str | None = None,
     detail: Mapping[str, Any] | None = None,
+    actor: str | None = None,
 ) -> AuditEvent:
-    """The audit event recording one gate decision (pure)."""
+    """The audit event recording one gate decision (pure); ``actor``: the worker that asked."""
     return AuditEvent(
         event="decision",
         at=now,
@@ -117,6 +118,7 @@ def decision_event(
             "needs": [list(p) for p in request.needs],
             **(detail or {}),
         },
+        actor=actor,
     )
 
 

@@ -161,7 +161,7 @@ class Gate:
             decision = _settled(decision, approval)
             policy = approval.policy
         detail = {} if approval is None else {"approval": approval.id, "digest": approval.digest}
-        event = replace(decision_event(decision, request, now, task.id, revision, detail), actor=task.worker or None)
+        event = decision_event(decision, request, now, task.id, revision, detail, task.worker or None)
         if decision.allowed:
             self.audit.record_run(event)
             return CallOutcome(True, decision, None if approval is None else approval.id)
@@ -183,8 +183,7 @@ class Gate:
         now: datetime,
     ) -> None:
         """Park the task with its approval request; always ends the attempt (``TaskHandedOff``)."""
-        event = decision_event(decision, request, now, task.id, revision, {"digest": digest})
-        event = replace(event, actor=task.worker or None)
+        event = decision_event(decision, request, now, task.id, revision, {"digest": digest}, task.worker or None)
         view = self.approvals.request_run(
             task_id=task.id,
             worker=task.worker,
@@ -261,8 +260,10 @@ class Gate:
             if model not in allowed_models:
                 message = f"model {model} is not allowed by {where}"
                 denied = Decision(Verdict.DENY, ReasonCode.MODEL_NOT_ALLOWED, (where,), message)
-                event = decision_event(denied, CallRequest(agent, "", model=model), self.now(), task.id, None)
-                event = replace(event, tool=None, detail={**event.detail, "model": model}, actor=task.worker or None)
+                request = CallRequest(agent, "", model=model)
+                worker = task.worker or None
+                event = decision_event(denied, request, self.now(), task.id, None, {"model": model}, worker)
+                event = replace(event, tool=None)
                 self._fail(task, event, message, self.now())
                 raise TaskHandedOff(f"denied: {message}")
         verdict = self.ledger.reserve_run(
