@@ -21,6 +21,7 @@ revision) and records every decision in the audit trail:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -318,8 +319,6 @@ class Gate:
         """Record that ``content`` went from agent ``sender`` (None: the task's input) to ``receiver``: the
         audit event ``handoff`` with the content's sha256 and size, never the content itself. ``detail``:
         where in the run (branch, turn, system, via), no content."""
-        import hashlib
-
         data = content.encode("utf-8")
         self.audit.record_run(
             AuditEvent(
