@@ -83,15 +83,12 @@ def run_demo(folder: Path, say: Callable[[str], None], show_status: Callable[[Pa
     folder = folder.resolve()
     work, origin, state = folder / "agents-repo", folder / "origin.git", folder / "state"
 
-    def orlojd(*args: str, show: bool = True) -> str:
+    def orlojd(*args: str) -> str:
         """Run the real CLI; print the command and its output."""
         shown = " ".join(a if " " not in a else repr(a) for a in args)
-        done = subprocess.run(
-            [sys.executable, "-m", "orlojd", *args], capture_output=True, text=True, stdin=subprocess.DEVNULL
-        )
-        if show:
-            say(f"$ orlojd {shown}")
-            say(done.stdout.rstrip())
+        done = _cli(*args)
+        say(f"$ orlojd {shown}")
+        say(done.stdout.rstrip())
         if done.returncode != 0:
             raise OrlojError(f"orlojd {shown} exited {done.returncode}: {done.stderr.strip() or done.stdout.strip()}")
         return done.stdout
@@ -152,17 +149,19 @@ def run_demo(folder: Path, say: Callable[[str], None], show_status: Callable[[Pa
     say(f"   next: orlojd plan {work} --state-dir {state}   (exit 0: nothing left to do)")
 
 
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The real ``orlojd`` CLI in a subprocess, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "orlojd", *args], capture_output=True, text=True, stdin=subprocess.DEVNULL
+    )
+
+
 def _wait_for_trail(work: Path, task_id: str) -> str:
     """``orlojd audit log`` for the task once its completion has been noted and pushed (fetched until then)."""
     started = time.monotonic()
     while time.monotonic() < started + DEADLINE:
         run_git(work, "fetch", "--quiet", "origin")
-        done = subprocess.run(
-            [sys.executable, "-m", "orlojd", "audit", "log", "--repo", str(work), "--subject", f"task:{task_id}"],
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
+        done = _cli("audit", "log", "--repo", str(work), "--subject", f"task:{task_id}")
         if done.returncode == 0 and "task_completed" in done.stdout:
             return done.stdout
         time.sleep(0.2)
