@@ -119,9 +119,9 @@ class AgentLoop:
     def __init__(self, store: Store, gate: Gate, tools: ToolMapper | None = None) -> None:
         self.store = store
         self.gate = gate
-        self.tools: ToolMapper = tools or ToolResolver(store)
-        self.client = shared_client()
         self.secrets = SecretResolver(store)
+        self.tools: ToolMapper = tools or ToolResolver(store, self.secrets)
+        self.client = shared_client()
         self.draw: Callable[[], float] = random.random  # jitter of the provider retries
 
     # -- loading ------------------------------------------------------------------------------------
